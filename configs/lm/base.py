@@ -1,0 +1,93 @@
+"""Defaults shared by the LM configs: a small GPT-2-shaped char model.
+
+Each config file imports this, overrides a few fields and applies `runlocal` last.
+"""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.experiment = 'lm'
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.source = 'embedded'          # 'embedded' | 'files' | 'tfds'
+  c.data.path = ''                    # file, glob or comma list, for source='files'
+  c.data.tfds_name = ''
+  c.data.tfds_split = 'train'
+  c.data.tfds_text_key = 'text'
+  c.data.tfds_data_dir = ''
+  c.data.max_examples = 0             # 0 = all examples of a TFDS split
+  c.data.val_fraction = 0.1
+  c.data.block_size = 64
+  c.data.stride = 1                   # 1 = every window (random offsets); block_size = packed
+
+  c.tokenizer = ml_collections.ConfigDict()
+  c.tokenizer.name = 'char'           # 'char' | 'sentencepiece' | 'gpt2_bpe'
+  c.tokenizer.vocab_size = 1024       # sentencepiece only
+  c.tokenizer.sp_model_type = 'bpe'
+  c.tokenizer.bpe_ranks_path = ''     # gpt2_bpe: path to gpt2.tiktoken
+
+  c.model = ml_collections.ConfigDict()
+  c.model.arch = 'gpt2'               # 'gpt2' | 'llama'
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.d_model = 128
+  c.model.num_kv_heads = None        # None = num_heads; fewer = grouped-query attention
+  c.model.d_ff = None                # None = 4*d_model (gelu) or ~8/3*d_model (swiglu)
+  c.model.dropout = 0.0
+  c.model.dtype = 'float32'
+
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = 'adamw'
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.b1 = 0.9
+  c.optimizer.b2 = 0.99
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.1
+  c.optimizer.grad_clip_norm = 1.0
+  c.optimizer.schedule = 'cosine'
+  c.optimizer.warmup_steps = 100
+  c.optimizer.end_learning_rate = 1e-4
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 12
+  c.train.num_steps = 2000
+  c.train.grad_accum_steps = 1
+  c.train.log_every = 100
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  c.train.max_to_keep = 3
+  c.train.stop_after = 0              # >0: stop after this many steps (pre-emption drills)
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64
+  c.eval.num_batches = 20             # 0 = the whole validation split
+  c.eval.bleu_file = ''               # JSONL of {"prompt", "reference"} for BLEU
+  c.eval.sample_prompt = ''           # '' = the first token of the validation split
+  c.eval.sample_tokens = 200
+  c.eval.temperature = 0.8
+  c.eval.top_k = 0
+  return c
+
+
+def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A tiny mode that runs a few real steps in seconds (tests, smoke runs)."""
+  c.model.num_layers = 1
+  c.model.d_model = 32
+  c.model.num_heads = 2
+  if c.model.get('num_kv_heads'):
+    c.model.num_kv_heads = 1
+  c.data.block_size = 16
+  c.train.batch_size = 4
+  c.train.num_steps = 6
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 3
+  c.optimizer.warmup_steps = 2
+  c.eval.batch_size = 4
+  c.eval.num_batches = 2
+  c.eval.sample_tokens = 8
+  if c.tokenizer.name == 'sentencepiece':
+    c.tokenizer.vocab_size = 300
+  return c

@@ -1,0 +1,21 @@
+"""nanoGPT's "baby" Shakespeare char model: 4 layers, 4 heads, width 128, block 64, batch 12.
+
+AdamW lr 1e-3 cosine to 1e-4 with 100 warmup steps, 2000 steps, no dropout. Data: a local
+copy of Tiny Shakespeare (`path=`), else TFDS `tiny_shakespeare` by name.
+  python -m experiments.lm --workdir runs/shakespeare \
+    --config configs/lm/shakespeare_char.py:path=../shared/data/tinyshakespeare/input.txt
+"""
+from configs import common
+from configs.lm import base
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, runlocal=False, path='')
+  c = base.get_base_config()
+  if args.path:
+    c.data.source, c.data.path = 'files', args.path
+  else:
+    c.data.source, c.data.tfds_name = 'tfds', 'tiny_shakespeare'
+  c.eval.sample_prompt = '\n'
+  c.eval.sample_tokens = 500
+  return base.apply_runlocal(c) if args.runlocal else c

@@ -1,0 +1,247 @@
+"""Language modelling with a GPT-2 or Llama-shaped transformer on the shared loop.
+
+Train (re-running the same command resumes from the newest checkpoint):
+  python -m experiments.lm --config configs/lm/pydoc_char.py --workdir runs/pydoc
+Sample from a trained workdir:
+  python -m experiments.lm --workdir runs/pydoc --sample --prompt "The " --num_tokens 200
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import optax
+
+from genai.data import sequences
+from genai.data import text_sources
+from genai.data import tokenizers
+from genai.evaluation import text_metrics
+from genai.models.transformer import Transformer, TransformerConfig
+from genai.objectives.lm import make_loss_fn
+from genai.sample.decode import generate
+from genai.train import gradients
+from genai.train import loop
+from genai.train.optimizers import make_optimizer
+
+
+# =========================== Building blocks ===========================================
+
+def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transformer:
+  model_cfg = dict(config.model)
+  model_cfg.setdefault('max_len', config.data.block_size)
+  if model_cfg['max_len'] < config.data.block_size:
+    raise ValueError(f'model.max_len={model_cfg["max_len"]} < data.block_size='
+                     f'{config.data.block_size}; raise model.max_len.')
+  return Transformer(TransformerConfig.from_dict({**model_cfg, 'vocab_size': vocab_size}))
+
+
+def _eval_fn(model: Transformer):
+  loss_fn = make_loss_fn(model)
+
+  @jax.jit
+  def eval_step(params, batch):
+    _, aux = loss_fn(params, batch, None, deterministic=True)
+    return aux['nll_sum'], aux['num_tokens']
+
+  return eval_step
+
+
+def _read_bleu_file(path: str) -> list[dict[str, str]]:
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'eval.bleu_file={path!r} does not exist; give a JSONL file with '
+                            'one {"prompt": ..., "reference": ...} object per line.')
+  rows = []
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      if line.strip():
+        row = json.loads(line)
+        if not {'prompt', 'reference'} <= set(row):
+          raise ValueError(f'{path}:{n} needs "prompt" and "reference" keys, got {sorted(row)}.')
+        rows.append(row)
+  return rows
+
+
+def bleu_of_continuations(model, params, tokenizer, rows, *, rng) -> float:
+  """Greedy continuation of each prompt, as long as its reference, scored with BLEU."""
+  hyps = []
+  for row in rows:
+    prompt = tokenizer.encode(row['prompt'])[None]
+    n = max(len(tokenizer.encode(row['reference'])), 1)
+    out = generate(model, params, prompt, num_tokens=n, rng=rng, temperature=0.0)
+    hyps.append(tokenizer.decode(out[0, prompt.shape[1]:]))
+  return text_metrics.bleu(hyps, [r['reference'] for r in rows])
+
+
+# =========================== The task for the shared loop ==============================
+
+def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
+  text = text_sources.load_text(config.data)
+  tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
+  tokens = tokenizer.encode(text)
+  train_tokens, val_tokens = sequences.split_train_val(
+      tokens, config.data.val_fraction, block_size=config.data.block_size)
+  tc = config.train
+  block = config.data.block_size
+  train_iter = sequences.make_train_iterator(
+      train_tokens, block_size=block, batch_size=tc.batch_size,
+      stride=config.data.get('stride') or block, seed=config.seed)
+  model = make_model(config, tokenizer.vocab_size)
+  tx, schedule = make_optimizer(config.optimizer, tc.num_steps)
+  loss_fn = make_loss_fn(model)
+  accum = int(tc.get('grad_accum_steps', 1))
+
+  def init_state(rng):
+    params = model.init(rng, jnp.zeros((1, block), jnp.int32))['params']
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+
+  def train_step(state, batch, rng):
+    (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng, accum)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+               'lr': schedule(state['step'])}
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  ec = config.eval
+  val_batches = (sequences.eval_batches(val_tokens, block_size=block,
+                                        batch_size=ec.batch_size, max_batches=ec.num_batches)
+                 if len(val_tokens) else [])
+  chars_per_token = (len(tokenizer.decode(val_tokens)) / len(val_tokens)) if len(val_tokens) else 1.0
+  eval_step = _eval_fn(model)
+  bleu_rows = _read_bleu_file(ec.bleu_file) if ec.get('bleu_file') else []
+  prompt = ec.get('sample_prompt') or tokenizer.decode(val_tokens[:1] if len(val_tokens) else tokens[:1])
+
+  def evaluate(state, step):
+    params = state['params']
+    results: dict[str, Any] = {}
+    if val_batches:
+      nll, count = 0.0, 0.0
+      for batch in val_batches:
+        s, c = eval_step(params, batch)
+        nll, count = nll + float(s), count + float(c)
+      loss = nll / count
+      results.update({'val/loss': loss, 'val/perplexity': text_metrics.perplexity(loss),
+                      'val/bits_per_token': text_metrics.bits_per_token(loss),
+                      'val/bits_per_char': text_metrics.bits_per_char(loss, chars_per_token)})
+    rng = jax.random.fold_in(jax.random.key(config.seed + 1), step)
+    if bleu_rows:
+      results['val/bleu'] = bleu_of_continuations(model, params, tokenizer, bleu_rows, rng=rng)
+    if ec.sample_tokens:
+      out = generate(model, params, tokenizer.encode(prompt)[None], num_tokens=ec.sample_tokens,
+                     rng=rng, temperature=ec.temperature, top_k=ec.top_k)
+      results['sample'] = tokenizer.decode(out[0])
+    return results
+
+  return loop.Task(init_state=init_state, train_step=train_step, train_iter=train_iter,
+                   evaluate=evaluate, tokens_per_step=tc.batch_size * block,
+                   examples_per_step=tc.batch_size)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  task = build_task(config, workdir)
+  tc = config.train
+  hparams = {k: v for k, v in _flatten(config.to_dict()).items()
+             if isinstance(v, (int, float, str, bool))}
+  return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
+                    log_every=tc.log_every, eval_every=tc.eval_every,
+                    checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
+                    hparams=hparams, stop_after=tc.get('stop_after') or None)
+
+
+def _flatten(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
+
+
+# =========================== Sampling from a workdir ===================================
+
+def load_workdir(workdir: str, step: int | None = None):
+  """(config, model, params, tokenizer) of a trained LM workdir (newest checkpoint)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir!r} a workdir written by '
+                            'experiments.lm? Train first with --config ... --workdir.')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  tokenizer = tokenizers.load_tokenizer(workdir)
+  model = make_model(config, tokenizer.vocab_size)
+  from genai.train.checkpoints import Checkpointer  # pylint: disable=g-import-not-at-top
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False)
+  step = ckpt.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet.')
+  params_shape = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params'])
+  tx, _ = make_optimizer(config.optimizer, config.train.num_steps)
+  abstract = {'params': params_shape, 'opt_state': jax.eval_shape(tx.init, params_shape),
+              'step': jax.ShapeDtypeStruct((), jnp.int32)}
+  state, _ = ckpt.restore(step, abstract)
+  ckpt.close()
+  return config, model, state['params'], tokenizer
+
+
+def sample(workdir: str, prompt: str, *, num_tokens: int, num_samples: int = 1,
+           temperature: float = 0.8, top_k: int = 0, top_p: float = 1.0, seed: int = 0
+           ) -> list[str]:
+  _, model, params, tokenizer = load_workdir(workdir)
+  ids = tokenizer.encode(prompt)
+  if len(ids) == 0:
+    raise ValueError('--prompt is empty after tokenisation; give at least one character.')
+  prompt_BP = np.repeat(ids[None], num_samples, axis=0)
+  out = generate(model, params, prompt_BP, num_tokens=num_tokens, rng=jax.random.key(seed),
+                 temperature=temperature, top_k=top_k, top_p=top_p)
+  return [tokenizer.decode(row) for row in out]
+
+
+# =========================== Command line ==============================================
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
+_SAMPLE = flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+_PROMPT = flags.DEFINE_string('prompt', '\n', 'Prompt for --sample.')
+_NUM_TOKENS = flags.DEFINE_integer('num_tokens', 200, 'Tokens to generate.')
+_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
+_TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.')
+_TOP_K = flags.DEFINE_integer('top_k', 0, '0 = off.')
+_TOP_P = flags.DEFINE_float('top_p', 1.0, '1 = off.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  if not _WORKDIR.value:
+    raise app.UsageError('--workdir is required.')
+  if _SAMPLE.value:
+    for i, text in enumerate(sample(_WORKDIR.value, _PROMPT.value, num_tokens=_NUM_TOKENS.value,
+                                    num_samples=_NUM_SAMPLES.value,
+                                    temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
+                                    top_p=_TOP_P.value, seed=_SEED.value)):
+      print(f'=== sample {i} ===\n{text}')
+    return
+  if _CONFIG.value is None:
+    raise app.UsageError('--config is required for training (e.g. configs/lm/pydoc_char.py).')
+  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == '__main__':
+  app.run(main)

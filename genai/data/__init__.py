@@ -1,0 +1,1 @@
+"""Text corpora, tokenizers and sequence pipelines for language models."""

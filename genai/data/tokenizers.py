@@ -1,0 +1,343 @@
+"""Character, SentencePiece and GPT-2 BPE tokenizers behind one interface.
+
+A tokenizer is saved into the run's workdir (`tokenizer.json`, plus a model
+file) so a resumed run, or a sampler pointed at the workdir, gets exactly the
+vocabulary the model was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from typing import Any, Sequence
+
+import numpy as np
+
+TOKENIZER_JSON = 'tokenizer.json'
+SP_MODEL_FILE = 'tokenizer.model'
+GPT2_RANKS_FILE = 'gpt2.tiktoken'
+VALID_NAMES = ('char', 'sentencepiece', 'gpt2_bpe')
+
+# GPT-2's pre-tokenisation regex (tiktoken's r50k_base / gpt2 encoding).
+GPT2_PAT_STR = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
+                r"""|\s+(?!\S)|\s+""")
+GPT2_EOT = '<|endoftext|>'
+GPT2_RANKS_SHA256 = (
+    '306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930')
+_GPT2_RANKS_HELP = (
+    'get the GPT-2 ranks file (gpt2.tiktoken, sha256 '
+    f'{GPT2_RANKS_SHA256[:12]}...) from '
+    'https://openaipublic.blob.core.windows.net/encodings/r50k_base.tiktoken '
+    'or from the openai-whisper sdist (`pip download --no-deps --no-binary '
+    ':all: openai-whisper==20250625`, file whisper/assets/gpt2.tiktoken) and '
+    'set tokenizer.bpe_ranks_path to it')
+
+
+def _as_id_list(ids: Any) -> list[int]:
+  return np.asarray(ids, dtype=np.int64).reshape(-1).tolist()
+
+
+def _write_json(directory: str, payload: dict[str, Any]) -> None:
+  # Written last and atomically: a tokenizer.json on disk means the tokenizer
+  # (model files included) is complete.
+  tmp = os.path.join(directory, TOKENIZER_JSON + '.tmp')
+  with open(tmp, 'w', encoding='utf-8') as f:
+    json.dump(payload, f, ensure_ascii=False, indent=1)
+  os.replace(tmp, os.path.join(directory, TOKENIZER_JSON))
+
+
+class Tokenizer:
+  """Interface shared by all tokenizers: text <-> int32 id arrays."""
+
+  name: str = ''
+  vocab_size: int = 0
+  eos_id: int | None = None
+
+  def encode(self, text: str) -> np.ndarray:
+    """Returns the ids of `text` as a 1-D int32 array."""
+    raise NotImplementedError
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    """Returns the text for `ids` (a list or array of ints)."""
+    raise NotImplementedError
+
+  def save(self, directory: str) -> None:
+    """Writes tokenizer.json (and any model file) into `directory`."""
+    raise NotImplementedError
+
+
+class CharTokenizer(Tokenizer):
+  """One id per character; the vocabulary is the training corpus's chars."""
+
+  name = 'char'
+
+  def __init__(self, chars: str):
+    if not chars:
+      raise ValueError('CharTokenizer needs a non-empty vocabulary; build it '
+                       'from a non-empty corpus.')
+    if len(set(chars)) != len(chars) or list(chars) != sorted(chars):
+      raise ValueError('CharTokenizer chars must be sorted and unique; build '
+                       'it with CharTokenizer.from_text(corpus).')
+    self.chars = chars
+    self.vocab_size = len(chars)
+    self.eos_id = None
+    # Sorted code points let encode() map a whole corpus with one
+    # searchsorted instead of a Python dict lookup per character.
+    self._codepoints = np.array([ord(c) for c in chars], dtype=np.uint32)
+
+  @classmethod
+  def from_text(cls, text: str) -> 'CharTokenizer':
+    return cls(''.join(sorted(set(text))))
+
+  def encode(self, text: str) -> np.ndarray:
+    cps = np.frombuffer(text.encode('utf-32-le'), dtype=np.uint32)
+    ids = np.searchsorted(self._codepoints, cps)
+    ids_clipped = np.minimum(ids, self.vocab_size - 1)
+    known = self._codepoints[ids_clipped] == cps
+    if not known.all():
+      unknown = sorted({chr(c) for c in cps[~known].tolist()})
+      shown = ', '.join(repr(c) for c in unknown[:10])
+      more = f' (and {len(unknown) - 10} more)' if len(unknown) > 10 else ''
+      raise ValueError(
+          f'CharTokenizer cannot encode {len(unknown)} character(s) not in its '
+          f'vocabulary: {shown}{more}. The vocabulary comes from the training '
+          'corpus; remove these characters, or use a subword tokenizer '
+          "(tokenizer.name='sentencepiece' or 'gpt2_bpe') that handles any "
+          'text.')
+    return ids_clipped.astype(np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    chars = self.chars
+    return ''.join(chars[i] for i in _as_id_list(ids))
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    _write_json(directory, {'name': self.name, 'chars': self.chars})
+
+
+class SentencePieceTokenizer(Tokenizer):
+  """SentencePiece BPE/unigram model with exact, lossless round trips."""
+
+  name = 'sentencepiece'
+  _SPACE_MARK = '\u2581'  # SentencePiece's whitespace symbol.
+
+  def __init__(self, model_proto: bytes):
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    self.model_proto = model_proto
+    self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+    self.vocab_size = int(self._sp.get_piece_size())
+    eos = int(self._sp.eos_id())
+    self.eos_id = eos if eos >= 0 else None
+    # SentencePiece reads a literal U+2581 in the input as a space; we emit
+    # its UTF-8 bytes as byte-fallback pieces so it survives the round trip.
+    self._mark_ids = [
+        self._sp.piece_to_id(f'<0x{b:02X}>')
+        for b in self._SPACE_MARK.encode('utf-8')]
+
+  @classmethod
+  def train(cls, text: str, *, vocab_size: int, model_type: str = 'bpe',
+            character_coverage: float = 0.9995,
+            input_sentence_size: int = 2_000_000) -> 'SentencePieceTokenizer':
+    """Trains a model on `text`; lossless for any text at encode time."""
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    if model_type not in ('bpe', 'unigram'):
+      raise ValueError(
+          f"tokenizer.sp_model_type={model_type!r} is not supported; use "
+          "'bpe' or 'unigram'.")
+    sentences = list(_training_sentences(text))
+    if not sentences:
+      raise ValueError('SentencePiece needs non-whitespace training text; '
+                       'the corpus has none.')
+    model = io.BytesIO()
+    try:
+      spm.SentencePieceTrainer.train(
+          sentence_iterator=iter(sentences),
+          model_writer=model,
+          vocab_size=int(vocab_size),
+          model_type=model_type,
+          # Exact round trips: no NFKC, keep every space, bytes for anything
+          # unseen (newlines included: they never occur in a training line).
+          normalization_rule_name='identity',
+          remove_extra_whitespaces=False,
+          add_dummy_prefix=False,
+          byte_fallback=True,
+          split_digits=True,
+          character_coverage=character_coverage,
+          # Big corpora (lm1b) are subsampled rather than held in RAM twice.
+          input_sentence_size=input_sentence_size,
+          shuffle_input_sentence=True,
+          max_sentence_length=16384,
+          num_threads=max(1, min(4, os.cpu_count() or 1)),
+          minloglevel=2,
+      )
+    except RuntimeError as e:
+      raise ValueError(
+          f'SentencePiece training failed for tokenizer.vocab_size='
+          f'{vocab_size} ({e}). If the vocabulary is too large for this '
+          'corpus, lower tokenizer.vocab_size (it must also exceed the 259 '
+          'byte/control pieces).') from e
+    return cls(model.getvalue())
+
+  def encode(self, text: str) -> np.ndarray:
+    if self._SPACE_MARK not in text:
+      return np.asarray(self._sp.encode(text), dtype=np.int32)
+    parts = self._sp.encode(text.split(self._SPACE_MARK))
+    ids = list(parts[0])
+    for part in parts[1:]:
+      ids.extend(self._mark_ids)
+      ids.extend(part)
+    return np.asarray(ids, dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    return self._sp.decode(_as_id_list(ids))
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, SP_MODEL_FILE), 'wb') as f:
+      f.write(self.model_proto)
+    _write_json(directory, {'name': self.name, 'model_file': SP_MODEL_FILE,
+                            'vocab_size': self.vocab_size})
+
+
+def _training_sentences(text: str, max_chars: int = 4000):
+  """Yields newline-free training lines, long lines cut into pieces."""
+  # SentencePiece treats each input as one sentence and silently drops ones
+  # longer than max_sentence_length bytes, so a corpus without newlines
+  # would otherwise train on nothing.
+  for line in text.split('\n'):
+    if not line.strip():
+      continue
+    for start in range(0, len(line), max_chars):
+      yield line[start:start + max_chars]
+
+
+class GPT2BPETokenizer(Tokenizer):
+  """GPT-2's byte-level BPE (50,257 ids) via tiktoken, from a local file."""
+
+  name = 'gpt2_bpe'
+
+  def __init__(self, bpe_ranks_path: str):
+    import tiktoken  # pylint: disable=import-outside-toplevel
+    from tiktoken.load import load_tiktoken_bpe  # pylint: disable=import-outside-toplevel
+    if not bpe_ranks_path:
+      raise ValueError(f'tokenizer.bpe_ranks_path is not set; {_GPT2_RANKS_HELP}.')
+    if '://' in bpe_ranks_path:
+      raise ValueError(
+          f'tokenizer.bpe_ranks_path={bpe_ranks_path!r} is a URL; genai reads '
+          f'the ranks only from a local file: {_GPT2_RANKS_HELP}.')
+    path = os.path.abspath(os.path.expanduser(bpe_ranks_path))
+    if not os.path.isfile(path):
+      raise ValueError(
+          f'tokenizer.bpe_ranks_path={bpe_ranks_path!r}: no such file; '
+          f'{_GPT2_RANKS_HELP}.')
+    with open(path, 'rb') as f:
+      sha = hashlib.sha256(f.read()).hexdigest()
+    # tiktoken caches files by the hash of their *path*; passing the content
+    # hash makes it drop a stale cache entry if the file at this path changed.
+    ranks = load_tiktoken_bpe(path, expected_hash=sha)
+    if not ranks:
+      raise ValueError(f'tokenizer.bpe_ranks_path={path!r} holds no ranks; '
+                       f'{_GPT2_RANKS_HELP}.')
+    self.bpe_ranks_path = path
+    self.eos_id = max(ranks.values()) + 1  # 50256 for GPT-2.
+    self._enc = tiktoken.Encoding(
+        name='gpt2', pat_str=GPT2_PAT_STR, mergeable_ranks=ranks,
+        special_tokens={GPT2_EOT: self.eos_id})
+    self.vocab_size = int(self._enc.n_vocab)
+
+  def encode(self, text: str) -> np.ndarray:
+    # Ordinary encoding: a literal '<|endoftext|>' in the corpus stays text,
+    # so decode(encode(text)) == text; callers append eos_id explicitly.
+    return np.asarray(self._enc.encode_ordinary(text), dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    return self._enc.decode(_as_id_list(ids))
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    copy = os.path.join(directory, GPT2_RANKS_FILE)
+    # A copy keeps the workdir self-contained when the original moves.
+    if os.path.abspath(copy) != self.bpe_ranks_path:
+      shutil.copyfile(self.bpe_ranks_path, copy)
+    _write_json(directory, {'name': self.name,
+                            'bpe_ranks_path': self.bpe_ranks_path})
+
+
+def load_tokenizer(workdir: str) -> Tokenizer:
+  """Loads the tokenizer that `make_tokenizer` saved into `workdir`."""
+  meta_path = os.path.join(workdir, TOKENIZER_JSON)
+  if not os.path.isfile(meta_path):
+    raise FileNotFoundError(
+        f'no {TOKENIZER_JSON} in {workdir!r}: is it a genai LM workdir? Point '
+        'at the directory a training run wrote, or train one first.')
+  with open(meta_path, encoding='utf-8') as f:
+    meta = json.load(f)
+  name = meta.get('name')
+  if name == 'char':
+    return CharTokenizer(meta['chars'])
+  if name == 'sentencepiece':
+    model_path = os.path.join(workdir, meta.get('model_file', SP_MODEL_FILE))
+    if not os.path.isfile(model_path):
+      raise FileNotFoundError(
+          f'{meta_path} names a SentencePiece tokenizer but {model_path!r} is '
+          'missing; restore it, or delete tokenizer.json to retrain.')
+    with open(model_path, 'rb') as f:
+      return SentencePieceTokenizer(f.read())
+  if name == 'gpt2_bpe':
+    copy = os.path.join(workdir, GPT2_RANKS_FILE)
+    path = copy if os.path.isfile(copy) else meta.get('bpe_ranks_path', '')
+    return GPT2BPETokenizer(path)
+  raise ValueError(
+      f'{meta_path} names unknown tokenizer {name!r}; expected one of '
+      f'{", ".join(VALID_NAMES)}. Was it written by another program?')
+
+
+def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
+  """Returns the workdir's saved tokenizer, or builds one from `text`.
+
+  `tok_cfg.name` is 'char', 'sentencepiece' (uses `vocab_size`,
+  `sp_model_type`) or 'gpt2_bpe' (uses `bpe_ranks_path`). A new tokenizer is
+  saved into `workdir` (when given) so resumed runs reuse its vocabulary.
+  """
+  name = getattr(tok_cfg, 'name', None)
+  if name not in VALID_NAMES:
+    raise ValueError(
+        f'tokenizer.name={name!r} is not a known tokenizer; use one of '
+        f'{", ".join(repr(n) for n in VALID_NAMES)}.')
+  if workdir is not None and os.path.isfile(
+      os.path.join(workdir, TOKENIZER_JSON)):
+    tok = load_tokenizer(workdir)
+    if tok.name != name:
+      raise ValueError(
+          f'workdir {workdir!r} holds a {tok.name!r} tokenizer but '
+          f'tokenizer.name={name!r}; use a fresh workdir, or set '
+          f'tokenizer.name={tok.name!r} to resume this run.')
+    want = getattr(tok_cfg, 'vocab_size', None)
+    if name == 'sentencepiece' and want and int(want) != tok.vocab_size:
+      raise ValueError(
+          f'workdir {workdir!r} holds a SentencePiece tokenizer with '
+          f'vocab_size={tok.vocab_size} but tokenizer.vocab_size={want}; use '
+          f'a fresh workdir, or set tokenizer.vocab_size={tok.vocab_size} to '
+          'resume this run.')
+    return tok
+
+  if name == 'char':
+    if not text:
+      raise ValueError('cannot build a char tokenizer from an empty corpus; '
+                       'check the data config.')
+    tok: Tokenizer = CharTokenizer.from_text(text)
+  elif name == 'sentencepiece':
+    tok = SentencePieceTokenizer.train(
+        text,
+        vocab_size=int(getattr(tok_cfg, 'vocab_size', 0) or 1024),
+        model_type=getattr(tok_cfg, 'sp_model_type', None) or 'bpe',
+        character_coverage=float(
+            getattr(tok_cfg, 'sp_character_coverage', None) or 0.9995))
+  else:
+    tok = GPT2BPETokenizer(getattr(tok_cfg, 'bpe_ranks_path', None) or '')
+  if workdir is not None:
+    tok.save(workdir)
+  return tok

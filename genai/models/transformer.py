@@ -1,0 +1,251 @@
+"""Decoder-only transformer LM in flax.linen: GPT-2 and Llama shapes, with a KV cache.
+
+Shapes in names: B batch, T query length, S key/cache length, C model width,
+H query heads, K key/value heads, G = H // K query heads per KV head, D head dim.
+
+`arch='gpt2'`: learned positions, LayerNorm, GELU (tanh), biases, tied embeddings.
+`arch='llama'`: RoPE, RMSNorm, SwiGLU, grouped-query attention, no biases.
+Every choice can also be overridden field by field (e.g. a Llama with untied head).
+
+The KV cache is an explicit pytree passed in and returned (no mutable collections),
+so one jitted function serves prefill and decode, and each batch row carries its
+own positions (what continuous batching needs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_ARCH_DEFAULTS = {
+    'gpt2': dict(positions='learned', norm='layernorm', mlp='gelu', use_bias=True,
+                 tie_embeddings=True),
+    'llama': dict(positions='rope', norm='rmsnorm', mlp='swiglu', use_bias=False,
+                  tie_embeddings=False),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Hyper-parameters of the LM. `None` fields take the `arch` default."""
+  vocab_size: int
+  num_layers: int = 4
+  num_heads: int = 4
+  d_model: int = 128
+  num_kv_heads: int | None = None      # None: = num_heads (no GQA).
+  d_ff: int | None = None              # None: 4*C (gelu) or 8/3*C rounded to 64 (swiglu).
+  max_len: int = 1024                  # Learned positions table size / max cache length.
+  arch: str = 'gpt2'
+  positions: str | None = None         # 'learned' | 'rope'
+  norm: str | None = None              # 'layernorm' | 'rmsnorm'
+  mlp: str | None = None               # 'gelu' | 'swiglu'
+  use_bias: bool | None = None
+  tie_embeddings: bool | None = None
+  norm_eps: float = 1e-5
+  rope_theta: float = 10000.0
+  dropout: float = 0.0                 # Embedding, attention-prob and residual dropout.
+  dtype: str = 'float32'               # Compute dtype; params stay float32.
+
+  def __post_init__(self):
+    if self.arch not in _ARCH_DEFAULTS:
+      raise ValueError(f"model.arch={self.arch!r} is unknown; use one of {sorted(_ARCH_DEFAULTS)}.")
+    for k, v in _ARCH_DEFAULTS[self.arch].items():
+      if getattr(self, k) is None:
+        object.__setattr__(self, k, v)
+    if self.num_kv_heads is None:
+      object.__setattr__(self, 'num_kv_heads', self.num_heads)
+    if self.d_ff is None:
+      d_ff = 4 * self.d_model if self.mlp == 'gelu' else 64 * math.ceil(8 * self.d_model / 3 / 64)
+      object.__setattr__(self, 'd_ff', d_ff)
+    if self.d_model % self.num_heads:
+      raise ValueError(f'model.d_model={self.d_model} must be divisible by model.num_heads={self.num_heads}.')
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f'model.num_heads={self.num_heads} must be divisible by '
+                       f'model.num_kv_heads={self.num_kv_heads}.')
+    checks = dict(positions=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
+    for k, allowed in checks.items():
+      if getattr(self, k) not in allowed:
+        raise ValueError(f'model.{k}={getattr(self, k)!r} is unknown; use one of {allowed}.')
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> 'TransformerConfig':
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+      raise ValueError(f'Unknown model config keys {sorted(unknown)}; known keys: {sorted(names)}.')
+    return cls(**d)
+
+  def num_params(self, include_embeddings: bool = True) -> int:
+    c, f, l = self.d_model, self.d_ff, self.num_layers
+    qkv = c * (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
+    mlp = c * f * (3 if self.mlp == 'swiglu' else 2)
+    per_layer = qkv + c * c + mlp
+    emb = self.vocab_size * c * (1 if self.tie_embeddings else 2)
+    emb += self.max_len * c if self.positions == 'learned' else 0
+    return l * per_layer + (emb if include_embeddings else 0)
+
+  def flops_per_token(self, seq_len: int) -> int:
+    """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B style."""
+    n = self.num_params(include_embeddings=False) + self.vocab_size * self.d_model
+    return 6 * n + 12 * self.num_layers * self.d_model * seq_len
+
+
+def init_cache(config: TransformerConfig, batch_size: int, cache_len: int | None = None,
+               dtype=jnp.float32) -> dict[str, Array]:
+  """An empty KV cache: per layer keys/values [L, B, S, K, D]."""
+  cache_len = cache_len or config.max_len
+  shape = (config.num_layers, batch_size, cache_len, config.num_kv_heads, config.head_dim)
+  return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+
+
+def _rope(x_BTHD: Array, positions_BT: Array, theta: float) -> Array:
+  """Rotary embedding, HF/Llama 'rotate half' convention."""
+  d = x_BTHD.shape[-1]
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, d, 2, dtype=jnp.float32) / d))
+  ang_BTF = positions_BT[..., None].astype(jnp.float32) * inv_freq
+  cos = jnp.cos(ang_BTF)[:, :, None, :]
+  sin = jnp.sin(ang_BTF)[:, :, None, :]
+  x1, x2 = jnp.split(x_BTHD.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BTHD.dtype)
+
+
+def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
+  if cfg.norm == 'rmsnorm':
+    return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), name=name)
+  return nn.LayerNorm(epsilon=cfg.norm_eps, use_bias=cfg.use_bias, dtype=jnp.dtype(cfg.dtype),
+                      name=name)
+
+
+class Attention(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic):
+    cfg = self.config
+    h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    g = h // k
+    b, t, _ = x_BTC.shape
+    init = nn.initializers.normal(0.02)
+    out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+    # One fused projection for q, k and v: fewer, larger matmuls.
+    qkv = nn.Dense((h + 2 * k) * d, use_bias=cfg.use_bias, kernel_init=init,
+                   dtype=x_BTC.dtype, name='qkv')(x_BTC)
+    q_BTHD = qkv[..., :h * d].reshape(b, t, h, d)
+    k_BTKD = qkv[..., h * d:(h + k) * d].reshape(b, t, k, d)
+    v_BTKD = qkv[..., (h + k) * d:].reshape(b, t, k, d)
+    if cfg.positions == 'rope':
+      q_BTHD = _rope(q_BTHD, positions_BT, cfg.rope_theta)
+      k_BTKD = _rope(k_BTKD, positions_BT, cfg.rope_theta)
+
+    if cache_kv is None:
+      keys_BSKD, values_BSKD, key_pos_BS = k_BTKD, v_BTKD, positions_BT
+      new_kv = None
+    else:
+      # Write this chunk at each row's positions; attend over the whole cache.
+      ck, cv = cache_kv
+      rows = jnp.arange(b)[:, None]
+      keys_BSKD = ck.at[rows, positions_BT].set(k_BTKD.astype(ck.dtype)).astype(x_BTC.dtype)
+      values_BSKD = cv.at[rows, positions_BT].set(v_BTKD.astype(cv.dtype)).astype(x_BTC.dtype)
+      new_kv = (keys_BSKD.astype(ck.dtype), values_BSKD.astype(cv.dtype))
+      key_pos_BS = jnp.broadcast_to(jnp.arange(ck.shape[1]), (b, ck.shape[1]))
+
+    # Causal mask from positions: key j is visible to query i iff pos_j <= pos_i.
+    mask_BTS = key_pos_BS[:, None, :] <= positions_BT[:, :, None]
+    q_BTKGD = q_BTHD.reshape(b, t, k, g, d)
+    att_BKGTS = jnp.einsum('btkgd,bskd->bkgts', q_BTKGD, keys_BSKD) / jnp.sqrt(d).astype(x_BTC.dtype)
+    att_BKGTS = jnp.where(mask_BTS[:, None, None], att_BKGTS, jnp.finfo(att_BKGTS.dtype).min)
+    att_BKGTS = jax.nn.softmax(att_BKGTS.astype(jnp.float32), axis=-1).astype(x_BTC.dtype)
+    att_BKGTS = nn.Dropout(cfg.dropout)(att_BKGTS, deterministic=deterministic)
+    y_BTKGD = jnp.einsum('bkgts,bskd->btkgd', att_BKGTS, values_BSKD)
+    y_BTC = y_BTKGD.reshape(b, t, h * d)
+    y_BTC = nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init,
+                     dtype=x_BTC.dtype, name='out')(y_BTC)
+    return y_BTC, new_kv
+
+
+class Mlp(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTC):
+    cfg = self.config
+    init = nn.initializers.normal(0.02)
+    out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+    if cfg.mlp == 'swiglu':
+      # Gate and up projections fused into one matmul.
+      gu = nn.Dense(2 * cfg.d_ff, use_bias=cfg.use_bias, kernel_init=init, dtype=x_BTC.dtype,
+                    name='fc_in')(x_BTC)
+      gate, up = jnp.split(gu, 2, axis=-1)
+      h_BTF = nn.silu(gate) * up
+    else:
+      h_BTF = nn.gelu(nn.Dense(cfg.d_ff, use_bias=cfg.use_bias, kernel_init=init,
+                               dtype=x_BTC.dtype, name='fc_in')(x_BTC), approximate=True)
+    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init, dtype=x_BTC.dtype,
+                    name='fc_out')(h_BTF)
+
+
+class Block(nn.Module):
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic):
+    cfg = self.config
+    drop = nn.Dropout(cfg.dropout)
+    y, new_kv = Attention(cfg, name='attn')(
+        _norm(cfg, 'attn_norm')(x_BTC),
+        positions_BT, cache_kv, deterministic)
+    x_BTC = x_BTC + drop(y, deterministic=deterministic)
+    y = Mlp(cfg, name='mlp')(_norm(cfg, 'mlp_norm')(x_BTC))
+    x_BTC = x_BTC + drop(y, deterministic=deterministic)
+    return x_BTC, new_kv
+
+
+class Transformer(nn.Module):
+  """tokens [B, T] -> logits [B, T, V] (float32), and the updated cache if one was given."""
+  config: TransformerConfig
+
+  @nn.compact
+  def __call__(self, tokens_BT: Array, *, positions_BT: Array | None = None,
+               cache: dict[str, Array] | None = None, deterministic: bool = True):
+    cfg = self.config
+    dtype = jnp.dtype(cfg.dtype)
+    b, t = tokens_BT.shape
+    if positions_BT is None:
+      positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02),
+                     name='embed')
+    x_BTC = embed(tokens_BT).astype(dtype)
+    if cfg.positions == 'learned':
+      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, embedding_init=nn.initializers.normal(0.01),
+                           name='pos_embed')
+      x_BTC = x_BTC + pos_embed(positions_BT).astype(dtype)
+    x_BTC = nn.Dropout(cfg.dropout)(x_BTC, deterministic=deterministic)
+
+    new_k, new_v = [], []
+    for i in range(cfg.num_layers):
+      layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
+      x_BTC, kv = Block(cfg, name=f'layer_{i}')(x_BTC, positions_BT, layer_kv, deterministic)
+      if kv is not None:
+        new_k.append(kv[0])
+        new_v.append(kv[1])
+    x_BTC = _norm(cfg, 'final_norm')(x_BTC)
+    if cfg.tie_embeddings:
+      logits_BTV = embed.attend(x_BTC)
+    else:
+      logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, kernel_init=nn.initializers.normal(0.02),
+                            dtype=dtype, name='lm_head')(x_BTC)
+    logits_BTV = logits_BTV.astype(jnp.float32)
+    if cache is None:
+      return logits_BTV, None
+    return logits_BTV, {'k': jnp.stack(new_k), 'v': jnp.stack(new_v)}
