@@ -108,7 +108,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng, accum)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'grad_norm': optax.global_norm(grads),
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
                'lr': schedule(state['step'])}
     return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
 
@@ -184,7 +184,7 @@ def load_workdir(workdir: str, step: int | None = None):
   tokenizer = tokenizers.load_tokenizer(workdir)
   model = make_model(config, tokenizer.vocab_size)
   from genai.train.checkpoints import Checkpointer  # pylint: disable=g-import-not-at-top
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False)
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
   step = ckpt.latest_step() if step is None else step
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet.')

@@ -79,6 +79,7 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if c.model.get('num_kv_heads'):
     c.model.num_kv_heads = 1
   c.data.block_size = 16
+  c.data.val_fraction = max(c.data.val_fraction, 0.1)
   c.train.batch_size = 4
   c.train.num_steps = 6
   c.train.log_every = 2

@@ -16,11 +16,14 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   """A thin wrapper over `ocp.CheckpointManager` with the two items genai saves."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, asynchronous: bool = True):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, asynchronous: bool = True,
+               read_only: bool = False):
+    """`read_only`: for readers (sampling, evaluation) beside a run that may be writing:
+    they must not clean up the writer's in-progress temporary directories."""
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-        enable_async_checkpointing=asynchronous)
+        max_to_keep=max_to_keep, create=not read_only, cleanup_tmp_directories=not read_only,
+        enable_async_checkpointing=asynchronous, read_only=read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:

@@ -158,55 +158,56 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
       window.append(m)
       pending = None
 
-  with _Preemption() as preemption:
-    step = start
-    for step in range(start + 1, last_step + 1):
-      batch = next(task.train_iter)
-      state, metrics = step_fn(state, batch, np.int32(step))
-      flush()
-      pending = (step, metrics)
-      steps_window += 1
-
-      is_last = step == last_step
-      if step % log_every == 0 or is_last:
+  try:
+    with _Preemption() as preemption:
+      step = start
+      for step in range(start + 1, last_step + 1):
+        batch = next(task.train_iter)
+        state, metrics = step_fn(state, batch, np.int32(step))
         flush()
-        dt = time.perf_counter() - t_window
-        mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
-        rate = steps_window / dt
-        scalars = {f'train/{k}': v for k, v in mean.items()}
-        scalars['train/steps_per_sec'] = rate
-        extra = ''
-        if task.tokens_per_step:
-          scalars['train/tokens_per_sec'] = rate * task.tokens_per_step
-          extra = f' | {rate * task.tokens_per_step / 1e3:.1f}k tok/s'
-        writer.write_scalars(step, scalars)
-        eta = (num_steps - step) / rate
-        print_fn(f'step {step}/{num_steps} | loss {mean["loss"]:.4f} | '
-                 f'{1e3 / rate:.1f} ms/step{extra} | ETA {_format_seconds(eta)}')
-        window.clear()
-        t_window, steps_window = time.perf_counter(), 0
+        pending = (step, metrics)
+        steps_window += 1
 
-      if task.evaluate is not None and (step % eval_every == 0 or step == num_steps):
-        flush()
-        results = task.evaluate(state, step)
-        scalars = _write_eval(writer, step, results)
-        print_fn(f'eval @ {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
-        for k, v in results.items():
-          if isinstance(v, str):
-            print_fn(f'--- {k} ---\n{v}\n---')
-        t_window = time.perf_counter()
+        is_last = step == last_step
+        if step % log_every == 0 or is_last:
+          flush()
+          dt = time.perf_counter() - t_window
+          mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+          rate = steps_window / dt
+          scalars = {f'train/{k}': v for k, v in mean.items()}
+          scalars['train/steps_per_sec'] = rate
+          extra = ''
+          if task.tokens_per_step:
+            scalars['train/tokens_per_sec'] = rate * task.tokens_per_step
+            extra = f' | {rate * task.tokens_per_step / 1e3:.1f}k tok/s'
+          writer.write_scalars(step, scalars)
+          eta = (num_steps - step) / rate
+          print_fn(f'step {step}/{num_steps} | loss {mean["loss"]:.4f} | '
+                   f'{1e3 / rate:.1f} ms/step{extra} | ETA {_format_seconds(eta)}')
+          window.clear()
+          t_window, steps_window = time.perf_counter(), 0
 
-      if step % checkpoint_every == 0 or is_last or preemption.requested:
-        flush()  # Never checkpoint a state whose step produced non-finite metrics.
-        ckpt.save(step, state, task.train_iter.get_state())
-        t_window = time.perf_counter()
-      if preemption.requested:
-        print_fn(f'SIGTERM: saved checkpoint at step {step}; exiting.')
-        break
+        if task.evaluate is not None and (step % eval_every == 0 or step == num_steps):
+          flush()
+          results = task.evaluate(state, step)
+          scalars = _write_eval(writer, step, results)
+          print_fn(f'eval @ {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
+          for k, v in results.items():
+            if isinstance(v, str):
+              print_fn(f'--- {k} ---\n{v}\n---')
+          t_window = time.perf_counter()
 
-  flush()
-  ckpt.close()
-  writer.flush()
-  writer.close()
+        if step % checkpoint_every == 0 or is_last or preemption.requested:
+          flush()  # Never checkpoint a state whose step produced non-finite metrics.
+          ckpt.save(step, state, task.train_iter.get_state())
+          t_window = time.perf_counter()
+        if preemption.requested:
+          print_fn(f'SIGTERM: saved checkpoint at step {step}; exiting.')
+          break
+    flush()
+  finally:
+    ckpt.close()  # Waits for an in-flight async save, so the last good one completes.
+    writer.flush()
+    writer.close()
   print_fn(f'Trained steps {start + 1}..{step} in {_format_seconds(time.perf_counter() - t_start)}.')
   return state
