@@ -158,7 +158,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
                     log_every=tc.log_every, eval_every=tc.eval_every,
                     checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
-                    hparams=hparams, stop_after=tc.get('stop_after') or None)
+                    steps_per_call=tc.get('steps_per_call', 1), hparams=hparams,
+                    stop_after=tc.get('stop_after') or None)
 
 
 def _flatten(d: dict, prefix: str = '') -> dict:
@@ -213,35 +214,39 @@ def sample(workdir: str, prompt: str, *, num_tokens: int, num_samples: int = 1,
 
 # =========================== Command line ==============================================
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
-_SAMPLE = flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
-_PROMPT = flags.DEFINE_string('prompt', '\n', 'Prompt for --sample.')
-_NUM_TOKENS = flags.DEFINE_integer('num_tokens', 200, 'Tokens to generate.')
-_NUM_SAMPLES = flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
-_TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.')
-_TOP_K = flags.DEFINE_integer('top_k', 0, '0 = off.')
-_TOP_P = flags.DEFINE_float('top_p', 1.0, '1 = off.')
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+def define_flags() -> None:
+  """Command-line flags; defined only when run as a program, so importing this module
+  (tests, benchmarks, notebooks) defines no global flags."""
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
+  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
+  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  flags.DEFINE_string('prompt', '\n', 'Prompt for --sample.')
+  flags.DEFINE_integer('num_tokens', 200, 'Tokens to generate.')
+  flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
+  flags.DEFINE_float('temperature', 0.8, '0 = greedy.')
+  flags.DEFINE_integer('top_k', 0, '0 = off.')
+  flags.DEFINE_float('top_p', 1.0, '1 = off.')
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
 def main(argv):
   del argv
   if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
     logging.set_verbosity(logging.WARNING)
-  if not _WORKDIR.value:
+  f = flags.FLAGS
+  if not f.workdir:
     raise app.UsageError('--workdir is required.')
-  if _SAMPLE.value:
-    for i, text in enumerate(sample(_WORKDIR.value, _PROMPT.value, num_tokens=_NUM_TOKENS.value,
-                                    num_samples=_NUM_SAMPLES.value,
-                                    temperature=_TEMPERATURE.value, top_k=_TOP_K.value,
-                                    top_p=_TOP_P.value, seed=_SEED.value)):
+  if f.sample:
+    for i, text in enumerate(sample(f.workdir, f.prompt, num_tokens=f.num_tokens,
+                                    num_samples=f.num_samples, temperature=f.temperature,
+                                    top_k=f.top_k, top_p=f.top_p, seed=f.seed)):
       print(f'=== sample {i} ===\n{text}')
     return
-  if _CONFIG.value is None:
+  if f.config is None:
     raise app.UsageError('--config is required for training (e.g. configs/lm/pydoc_char.py).')
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train_and_evaluate(f.config, f.workdir)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

@@ -54,6 +54,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train.batch_size = 12
   c.train.num_steps = 2000
   c.train.grad_accum_steps = 1
+  c.train.steps_per_call = 8          # train steps per jitted call (lax.scan); 1 = plain
   c.train.log_every = 100
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
@@ -82,6 +83,7 @@ def apply_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.data.val_fraction = max(c.data.val_fraction, 0.1)
   c.train.batch_size = 4
   c.train.num_steps = 6
+  c.train.steps_per_call = 2
   c.train.log_every = 2
   c.train.eval_every = 3
   c.train.checkpoint_every = 3

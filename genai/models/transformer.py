@@ -131,13 +131,12 @@ class Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic):
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False):
     cfg = self.config
     h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     g = h // k
     b, t, _ = x_BTC.shape
     init = nn.initializers.normal(0.02)
-    out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
     # One fused projection for q, k and v: fewer, larger matmuls.
     qkv = nn.Dense((h + 2 * k) * d, use_bias=cfg.use_bias, kernel_init=init,
                    dtype=x_BTC.dtype, name='qkv')(x_BTC)
@@ -147,6 +146,13 @@ class Attention(nn.Module):
     if cfg.positions == 'rope':
       q_BTHD = _rope(q_BTHD, positions_BT, cfg.rope_theta)
       k_BTKD = _rope(k_BTKD, positions_BT, cfg.rope_theta)
+
+    if cache_kv is None and causal_arange and (deterministic or cfg.dropout == 0.0):
+      # Training/scoring fast path (positions 0..T-1, no attention dropout): XLA's fused
+      # causal attention, ~5% faster per step on CPU than the masked einsums below.
+      y_BTC = jax.nn.dot_product_attention(q_BTHD, k_BTKD, v_BTKD, is_causal=True).reshape(
+          b, t, h * d)
+      return self._out(y_BTC), None
 
     if cache_kv is None:
       keys_BSKD, values_BSKD, key_pos_BS = k_BTKD, v_BTKD, positions_BT
@@ -168,10 +174,13 @@ class Attention(nn.Module):
     att_BKGTS = jax.nn.softmax(att_BKGTS.astype(jnp.float32), axis=-1).astype(x_BTC.dtype)
     att_BKGTS = nn.Dropout(cfg.dropout)(att_BKGTS, deterministic=deterministic)
     y_BTKGD = jnp.einsum('bkgts,bskd->btkgd', att_BKGTS, values_BSKD)
-    y_BTC = y_BTKGD.reshape(b, t, h * d)
-    y_BTC = nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init,
-                     dtype=x_BTC.dtype, name='out')(y_BTC)
-    return y_BTC, new_kv
+    return self._out(y_BTKGD.reshape(b, t, h * d)), new_kv
+
+  def _out(self, y_BTC):
+    cfg = self.config
+    out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
+    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init,
+                    dtype=y_BTC.dtype, name='out')(y_BTC)
 
 
 class Mlp(nn.Module):
@@ -199,12 +208,12 @@ class Block(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic):
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False):
     cfg = self.config
     drop = nn.Dropout(cfg.dropout)
     y, new_kv = Attention(cfg, name='attn')(
         _norm(cfg, 'attn_norm')(x_BTC),
-        positions_BT, cache_kv, deterministic)
+        positions_BT, cache_kv, deterministic, causal_arange)
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
     y = Mlp(cfg, name='mlp')(_norm(cfg, 'mlp_norm')(x_BTC))
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
@@ -221,7 +230,8 @@ class Transformer(nn.Module):
     cfg = self.config
     dtype = jnp.dtype(cfg.dtype)
     b, t = tokens_BT.shape
-    if positions_BT is None:
+    causal_arange = positions_BT is None  # plain causal LM over positions 0..T-1
+    if causal_arange:
       positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02),
                      name='embed')
@@ -229,13 +239,19 @@ class Transformer(nn.Module):
     if cfg.positions == 'learned':
       pos_embed = nn.Embed(cfg.max_len, cfg.d_model, embedding_init=nn.initializers.normal(0.01),
                            name='pos_embed')
-      x_BTC = x_BTC + pos_embed(positions_BT).astype(dtype)
+      if causal_arange:
+        # A slice, not a gather: its gradient is a sum over the batch rather than a
+        # scatter-add (which XLA CPU runs as one slow serial fusion).
+        x_BTC = x_BTC + pos_embed.embedding[None, :t].astype(dtype)
+      else:
+        x_BTC = x_BTC + pos_embed(positions_BT).astype(dtype)
     x_BTC = nn.Dropout(cfg.dropout)(x_BTC, deterministic=deterministic)
 
     new_k, new_v = [], []
     for i in range(cfg.num_layers):
       layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
-      x_BTC, kv = Block(cfg, name=f'layer_{i}')(x_BTC, positions_BT, layer_kv, deterministic)
+      x_BTC, kv = Block(cfg, name=f'layer_{i}')(x_BTC, positions_BT, layer_kv, deterministic,
+                                                causal_arange)
       if kv is not None:
         new_k.append(kv[0])
         new_v.append(kv[1])

@@ -6,7 +6,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def make_loss_fn(model: nn.Module) -> Callable[..., tuple[jax.Array, dict[str, jax.Array]]]:
@@ -22,7 +21,11 @@ def make_loss_fn(model: nn.Module) -> Callable[..., tuple[jax.Array, dict[str, j
     rngs = None if deterministic or rng is None else {'dropout': rng}
     logits_BTV, _ = model.apply({'params': params}, batch['inputs'],
                                 deterministic=deterministic or rng is None, rngs=rngs)
-    nll_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch['targets'])
+    # logsumexp - <logits, one_hot>: same value as optax's integer-label cross-entropy, but
+    # its backward is dense (no scatter), measurably faster on CPU.
+    onehot_BTV = jax.nn.one_hot(batch['targets'], logits_BTV.shape[-1], dtype=logits_BTV.dtype)
+    nll_BT = (jax.nn.logsumexp(logits_BTV, axis=-1)
+              - jnp.sum(logits_BTV * onehot_BTV, axis=-1))
     mask_BT = batch.get('mask')
     if mask_BT is None:
       mask_BT = jnp.ones_like(nll_BT)

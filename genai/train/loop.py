@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 
 from clu import metric_writers
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from genai.train.checkpoints import Checkpointer
@@ -105,12 +106,38 @@ def _check_finite(step: int, metrics: dict[str, float], ckpt: Checkpointer) -> N
         'then re-run the same command to resume from the last good checkpoint.')
 
 
+def stack_batches(batches: list[Any]) -> Any:
+  """[batch, ...] -> one batch pytree with a leading axis of len(batches)."""
+  return jax.tree.map(lambda *xs: np.stack(xs), *batches)
+
+
+def make_multi_step(train_step: Callable, step_rng: jax.Array) -> Callable:
+  """jit((state, stacked batches, first step) -> (state, stacked metrics)), donating state.
+
+  Runs one train step per leading-axis entry of the batches with `lax.scan`, each with
+  rng `fold_in(step_rng, step)`. Several steps per call amortise per-call overhead (on a
+  2-core CPU, 8 steps per call cut the GPT step time by about a quarter).
+  """
+  def multi_step(state, batches, first_step):
+    def body(state, xs):
+      batch, i = xs
+      return train_step(state, batch, jax.random.fold_in(step_rng, first_step + i))
+    n = jax.tree.leaves(batches)[0].shape[0]
+    return jax.lax.scan(body, state, (batches, jnp.arange(n, dtype=jnp.int32)))
+
+  return jax.jit(multi_step, donate_argnums=0)
+
+
 def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every: int = 50,
           eval_every: int = 500, checkpoint_every: int = 500, max_to_keep: int = 3,
-          hparams: dict[str, Any] | None = None, print_fn: Callable[[str], None] = print,
-          stop_after: int | None = None) -> PyTree:
+          steps_per_call: int = 1, hparams: dict[str, Any] | None = None,
+          print_fn: Callable[[str], None] = print, stop_after: int | None = None) -> PyTree:
   """Trains `task` for `num_steps`, resuming from the newest checkpoint in `workdir`.
 
+  `steps_per_call`: train steps run inside one jitted call (a `lax.scan` over that many
+  batches). Logging, evaluation and checkpoints happen at call boundaries: when a call
+  crosses a multiple of `log_every`/`eval_every`/`checkpoint_every`. A resumed run keeps
+  bit-exactness as long as `steps_per_call` is unchanged.
   `stop_after`: stop (with a checkpoint) after this many steps of *this* invocation; used
   to simulate a pre-empted run. Returns the final state.
   """
@@ -138,13 +165,10 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
     ckpt.close()
     return state
 
-  def step_fn(state, batch, step):
-    return task.train_step(state, batch, jax.random.fold_in(step_rng, step))
+  multi_step = make_multi_step(task.train_step, step_rng)
 
-  step_fn = jax.jit(step_fn, donate_argnums=0)
-
-  # --- The loop. Metrics of step t are fetched after step t+1 is dispatched. ----------
-  pending = None  # (step, device metrics)
+  # --- The loop. Metrics of call c are fetched after call c+1 is dispatched. ----------
+  pending = None  # (first step, device metrics stacked over the call's steps)
   window: list[dict[str, float]] = []
   t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
   last_step = min(num_steps, start + stop_after) if stop_after else num_steps
@@ -152,29 +176,36 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   def flush():
     nonlocal pending
     if pending is not None:
-      s, m = pending
-      m = {k: float(v) for k, v in jax.device_get(m).items()}
-      _check_finite(s, m, ckpt)
-      window.append(m)
+      first, stacked = pending
+      stacked = jax.device_get(stacked)
+      for i in range(len(stacked['loss'])):
+        m = {k: float(v[i]) for k, v in stacked.items()}
+        _check_finite(first + i, m, ckpt)
+        window.append(m)
       pending = None
+
+  def crossed(every, before, after):
+    return every > 0 and after // every > before // every
 
   try:
     with _Preemption() as preemption:
       step = start
-      for step in range(start + 1, last_step + 1):
-        batch = next(task.train_iter)
-        state, metrics = step_fn(state, batch, np.int32(step))
+      while step < last_step:
+        k = min(steps_per_call, last_step - step)
+        batches = stack_batches([next(task.train_iter) for _ in range(k)])
+        state, metrics = multi_step(state, batches, np.int32(step + 1))
         flush()
-        pending = (step, metrics)
-        steps_window += 1
+        pending = (step + 1, metrics)
+        before, step = step, step + k
+        steps_window += k
 
         is_last = step == last_step
-        if step % log_every == 0 or is_last:
+        if crossed(log_every, before, step) or is_last:
           flush()
           dt = time.perf_counter() - t_window
-          mean = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+          mean = {key: float(np.mean([m[key] for m in window])) for key in window[0]}
           rate = steps_window / dt
-          scalars = {f'train/{k}': v for k, v in mean.items()}
+          scalars = {f'train/{key}': v for key, v in mean.items()}
           scalars['train/steps_per_sec'] = rate
           extra = ''
           if task.tokens_per_step:
@@ -187,18 +218,19 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
           window.clear()
           t_window, steps_window = time.perf_counter(), 0
 
-        if task.evaluate is not None and (step % eval_every == 0 or step == num_steps):
+        if task.evaluate is not None and (crossed(eval_every, before, step)
+                                          or step == num_steps):
           flush()
           results = task.evaluate(state, step)
           scalars = _write_eval(writer, step, results)
           print_fn(f'eval @ {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
-          for k, v in results.items():
+          for key, v in results.items():
             if isinstance(v, str):
-              print_fn(f'--- {k} ---\n{v}\n---')
+              print_fn(f'--- {key} ---\n{v}\n---')
           t_window = time.perf_counter()
 
-        if step % checkpoint_every == 0 or is_last or preemption.requested:
-          flush()  # Never checkpoint a state whose step produced non-finite metrics.
+        if crossed(checkpoint_every, before, step) or is_last or preemption.requested:
+          flush()  # Never checkpoint a state whose steps produced non-finite metrics.
           ckpt.save(step, state, task.train_iter.get_state())
           t_window = time.perf_counter()
         if preemption.requested:

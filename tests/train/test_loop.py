@@ -62,13 +62,22 @@ def _train(task, workdir, **kw):
   return loop.train(task, workdir=str(workdir), **args)
 
 
-def test_resume_is_bit_exact(tmp_path):
-  full = _train(_task(), tmp_path / 'a')
-  _train(_task(), tmp_path / 'b', stop_after=4)          # "pre-empted" after 4 steps
+@pytest.mark.parametrize('steps_per_call', [1, 4])
+def test_resume_is_bit_exact(tmp_path, steps_per_call):
+  full = _train(_task(), tmp_path / 'a', steps_per_call=steps_per_call)
+  _train(_task(), tmp_path / 'b', stop_after=4, steps_per_call=steps_per_call)  # pre-empted
   assert Checkpointer(str(tmp_path / 'b/checkpoints')).latest_step() == 4
-  resumed = _train(_task(), tmp_path / 'b')               # same command again
+  resumed = _train(_task(), tmp_path / 'b', steps_per_call=steps_per_call)  # same command
   np.testing.assert_array_equal(full['w'], resumed['w'])
   assert int(resumed['step']) == 10
+
+
+def test_steps_per_call_runs_every_step_with_its_own_rng(tmp_path):
+  """K steps per call is the same computation as K calls (up to float reassociation)."""
+  one = _train(_task(), tmp_path / 'a', steps_per_call=1)
+  four = _train(_task(), tmp_path / 'b', steps_per_call=4)  # calls of 4, 4, 2 steps
+  assert int(four['step']) == 10
+  np.testing.assert_allclose(one['w'], four['w'], rtol=1e-5)
 
 
 def test_seed_changes_the_run(tmp_path):
@@ -77,9 +86,11 @@ def test_seed_changes_the_run(tmp_path):
   assert not np.array_equal(a['w'], b['w'])
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize('steps_per_call', [1, 3])
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, steps_per_call):
+  # With 3 steps per call, step 5 falls inside the call 4..6: still reported as step 5.
   with pytest.raises(loop.NonFiniteLossError, match=r'at step 5;.*last good checkpoint is step 3'):
-    _train(_task(nan_at=5), tmp_path)
+    _train(_task(nan_at=5), tmp_path, steps_per_call=steps_per_call)
   ckpt = Checkpointer(str(tmp_path / 'checkpoints'))
   assert ckpt.all_steps() == [3]
   abstract = jax.eval_shape(_task().init_state, jax.random.key(0))

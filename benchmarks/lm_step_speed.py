@@ -1,0 +1,71 @@
+"""Train-step speed of the LM experiment against a PyTorch eager reference, same machine.
+
+  python -m benchmarks.lm_step_speed --config configs/lm/shakespeare_char.py:path=PATH
+
+Times the real `experiments.lm` train step (exactly as the loop runs it) at 1 and at
+`train.steps_per_call` steps per jitted call, then `benchmarks/torch_reference_gpt.py`
+(if torch is installed) at the same shape, alternating rounds so both see the same load.
+Prints JSON lines and the ratio. Speed claims are ratios taken in one run on one machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from benchmarks.lm_train import time_step
+from experiments import lm
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'LM config (its model/batch shape).')
+_STEPS = flags.DEFINE_integer('steps', 64, 'Timed steps per measurement.')
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds (min is reported).')
+
+
+def torch_ms(config) -> float | None:
+  try:
+    import torch  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return None
+  m = config.model
+  cmd = [sys.executable, os.path.join(os.path.dirname(__file__), 'torch_reference_gpt.py'),
+         '--batch_size', str(config.train.batch_size), '--block_size', str(config.data.block_size),
+         '--steps', str(_STEPS.value), '--repeats', '1', '--layers', str(m.num_layers),
+         '--heads', str(m.num_heads), '--width', str(m.d_model)]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+  return min(json.loads(l)['ms_per_step'] for l in out.splitlines() if l.startswith('{'))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  config = _CONFIG.value
+  k = config.train.steps_per_call
+  workdir = tempfile.mkdtemp(prefix='genai_speed_')
+  results = {'genai_k1': [], f'genai_k{k}': [], 'torch_eager': []}
+  for _ in range(_ROUNDS.value):
+    results['genai_k1'].append(1e3 * time_step(lm.build_task(config, workdir), _STEPS.value, 1))
+    results[f'genai_k{k}'].append(1e3 * time_step(lm.build_task(config, workdir), _STEPS.value, k))
+    t = torch_ms(config)
+    if t is not None:
+      results['torch_eager'].append(t)
+  tokens = config.train.batch_size * config.data.block_size
+  summary = {}
+  for name, ms in results.items():
+    if ms:
+      summary[name] = {'ms_per_step': round(min(ms), 2), 'tokens_per_sec': round(tokens / min(ms) * 1e3)}
+      print(json.dumps({'impl': name, 'ms_per_step_each_round': [round(x, 2) for x in ms]}))
+  if results['torch_eager']:
+    summary['torch_over_genai'] = round(min(results['torch_eager']) / min(results[f'genai_k{k}']), 3)
+  print(json.dumps(summary, indent=1))
+
+
+if __name__ == '__main__':
+  flags.mark_flag_as_required('config')
+  app.run(main)
