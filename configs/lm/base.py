@@ -5,6 +5,11 @@ Each config file imports this, overrides a few fields and applies `runlocal` las
 import ml_collections
 
 
+def _optional(kind):
+  """A None default that `--config.x=value` can still override with a `kind` value."""
+  return ml_collections.FieldReference(None, field_type=kind)
+
+
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'lm'
@@ -33,8 +38,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.num_layers = 4
   c.model.num_heads = 4
   c.model.d_model = 128
-  c.model.num_kv_heads = None        # None = num_heads; fewer = grouped-query attention
-  c.model.d_ff = None                # None = 4*d_model (gelu) or ~8/3*d_model (swiglu)
+  c.model.num_kv_heads = _optional(int)  # None = num_heads; fewer = grouped-query attention
+  c.model.d_ff = _optional(int)          # None = 4*d_model (gelu) or ~8/3*d_model (swiglu)
+  c.model.use_bias = _optional(bool)     # None = the arch default (gpt2: True, llama: False)
   c.model.dropout = 0.0
   c.model.dtype = 'float32'
 

@@ -237,7 +237,7 @@ class Transformer(nn.Module):
                      name='embed')
     x_BTC = embed(tokens_BT).astype(dtype)
     if cfg.positions == 'learned':
-      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, embedding_init=nn.initializers.normal(0.01),
+      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, embedding_init=nn.initializers.normal(0.02),
                            name='pos_embed')
       if causal_arange:
         # A slice, not a gather: its gradient is a sum over the batch rather than a
