@@ -28,6 +28,8 @@ INSTALL_REQUIRES = [
     'protobuf==7.36.2',
     'scipy==1.17.1',
     'sacrebleu==2.6.0',
+    'scikit-learn==1.9.1',   # embedded image data (load_digits)
+    'pillow==13.0.0',
 ]
 
 EXTRAS = {

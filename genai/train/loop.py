@@ -141,6 +141,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   `stop_after`: stop (with a checkpoint) after this many steps of *this* invocation; used
   to simulate a pre-empted run. Returns the final state.
   """
+  if steps_per_call < 1:
+    raise ValueError(f'train.steps_per_call={steps_per_call} must be >= 1.')
   is_chief = jax.process_index() == 0
   writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_chief
             else metric_writers.MultiWriter([]))

@@ -1,0 +1,445 @@
+"""Loading image data sets and feeding them as shuffled grain batches."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+from typing import Any
+
+import grain
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+
+VALID_SOURCES = ('embedded', 'idx', 'folder', 'tfds')
+VALID_VALUE_RANGES = ('[-1,1]', '[0,1]')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+_KNOWN_SPLITS = ('train', 'test', 'validation', 'val')
+
+
+def load_images(data_cfg: Any, split: str
+                ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Returns (uint8 images [N, H, W, C], int32 labels [N] or None).
+
+  `data_cfg.source` picks the loader: 'embedded' (scikit-learn's 8x8 digits),
+  'idx' (MNIST-format files in `data_cfg.path`), 'folder' (PNG/JPEG files
+  under `data_cfg.path`, one subfolder per class optional) or 'tfds'
+  (`data_cfg.tfds_name`).
+  """
+  source = getattr(data_cfg, 'source', 'embedded')
+  if source == 'embedded':
+    images, labels = embedded_digits(split)
+  elif source == 'idx':
+    images, labels = _load_idx(getattr(data_cfg, 'path', None), split)
+  elif source == 'folder':
+    images, labels = _load_folder(
+        getattr(data_cfg, 'path', None), split,
+        image_size=int(getattr(data_cfg, 'image_size', 0) or 0))
+  elif source == 'tfds':
+    images, labels = _load_tfds(
+        name=getattr(data_cfg, 'tfds_name', None), split=split,
+        max_examples=int(getattr(data_cfg, 'max_examples', 0) or 0),
+        data_dir=getattr(data_cfg, 'tfds_data_dir', None) or None)
+  else:
+    raise ValueError(
+        f'data.source={source!r} is not a known image source; use one of '
+        f'{", ".join(repr(s) for s in VALID_SOURCES)}.')
+  if len(images) == 0:
+    raise ValueError(
+        f'data.source={source!r} split {split!r} produced no images; check '
+        'data.path / data.tfds_name and the split name.')
+  return images, labels
+
+
+def embedded_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+  """scikit-learn's 1,797 8x8 digits as uint8 [N, 8, 8, 1] in 0..255.
+
+  'train' is the first 90% and 'test' the last 10%, in the shipped order.
+  """
+  try:
+    from sklearn import datasets  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise ImportError(
+        "data.source='embedded' needs scikit-learn (its bundled digits); "
+        '`pip install scikit-learn` or use another data.source.') from e
+  digits = datasets.load_digits()
+  # Pixel values are counts 0..16; map 16 -> 255 exactly.
+  images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+  labels = digits.target.astype(np.int32)
+  n_train = int(len(images) * 0.9)
+  if split == 'train':
+    return images[:n_train], labels[:n_train]
+  if split == 'test':
+    return images[n_train:], labels[n_train:]
+  raise ValueError(f"split={split!r} is not a split of data.source='embedded';"
+                   " use 'train' or 'test'.")
+
+
+# ---------------------------------------------------------------- IDX files.
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'),
+               0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'),
+               0x0E: np.dtype('>f8')}
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+  """Parses one IDX file (raw or .gz) into a numpy array."""
+  path = str(path)
+  opener = gzip.open if path.endswith('.gz') else open
+  try:
+    with opener(path, 'rb') as fh:
+      data = fh.read()
+  except (OSError, EOFError) as e:
+    raise ValueError(f'cannot read IDX file {path!r} ({e}); re-download it.'
+                     ) from e
+  if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+    raise ValueError(f'{path!r} is not an IDX file (bad magic number); point '
+                     'data.path at MNIST-format files.')
+  dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+  header = 4 + 4 * ndim
+  shape = tuple(int(d) for d in np.frombuffer(data, '>u4', ndim, offset=4))
+  count = int(np.prod(shape))
+  if len(data) != header + count * dtype.itemsize:
+    raise ValueError(f'IDX file {path!r} is truncated or corrupt (header says '
+                     f'shape {shape}); re-download it.')
+  return np.frombuffer(data, dtype, count, offset=header).reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path:
+  for name in (stem, stem + '.gz'):
+    if (folder / name).is_file():
+      return folder / name
+  raise ValueError(f"data.path='{folder}' has no {stem} or {stem}.gz; point "
+                   'data.path at a folder of MNIST-format IDX files.')
+
+
+def _load_idx(path: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+  if not path:
+    raise ValueError("data.source='idx' needs data.path (a folder of "
+                     'MNIST-format IDX files); set data.path.')
+  folder = Path(os.path.expanduser(path))
+  if not folder.is_dir():
+    raise ValueError(f'data.path={path!r} is not a folder; point it at the '
+                     'folder that holds train-images-idx3-ubyte(.gz) etc.')
+  prefix = {'train': 'train', 'test': 't10k', 't10k': 't10k'}.get(split)
+  if prefix is None:
+    raise ValueError(f"split={split!r} is not a split of data.source='idx'; "
+                     "use 'train' or 'test'.")
+  images = read_idx(_find_idx(folder, f'{prefix}-images-idx3-ubyte'))
+  labels = read_idx(_find_idx(folder, f'{prefix}-labels-idx1-ubyte'))
+  if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    raise ValueError(
+        f"IDX files in data.path={path!r} disagree: images {images.shape}, "
+        f'labels {labels.shape}; expected [N, H, W] and [N].')
+  return (np.ascontiguousarray(images.astype(np.uint8)[..., None]),
+          labels.astype(np.int32))
+
+
+# ------------------------------------------------------------ image folders.
+
+
+def _is_image(p: Path) -> bool:
+  return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _decode(path: Path, image_size: int) -> np.ndarray:
+  """Decodes one file to uint8 [H, W, C] with C in {1, 3}."""
+  try:
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return _decode_tf(path, image_size)
+  try:
+    with Image.open(path) as im:
+      im.load()
+      if im.mode not in ('L', 'RGB'):
+        grey = im.mode in ('1', 'LA', 'I', 'I;16', 'F')
+        im = im.convert('L' if grey else 'RGB')
+      if image_size and im.size != (image_size, image_size):
+        im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
+      arr = np.asarray(im, dtype=np.uint8)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot decode image file '{path}' ({e}); delete or "
+                     'replace it.') from e
+  return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _decode_tf(path: Path, image_size: int) -> np.ndarray:
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  try:
+    img = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ValueError(f"cannot decode image file '{path}' ({e}); delete or "
+                     'replace it.') from e
+  if img.shape[-1] in (2, 4):  # Drop alpha.
+    img = img[..., :img.shape[-1] - 1]
+  if image_size and tuple(img.shape[:2]) != (image_size, image_size):
+    img = tf.image.resize(img, (image_size, image_size), antialias=True)
+    img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
+  return img.numpy().astype(np.uint8)
+
+
+def _load_folder(path: str | None, split: str, *, image_size: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+  if not path:
+    raise ValueError("data.source='folder' needs data.path (a folder of "
+                     'PNG/JPEG files); set data.path.')
+  root = Path(os.path.expanduser(path))
+  if not root.is_dir():
+    raise ValueError(f'data.path={path!r} is not a folder; point it at a '
+                     'folder of PNG/JPEG files.')
+  if (root / split).is_dir():
+    root = root / split
+  else:
+    splits = sorted(p.name for p in root.iterdir()
+                    if p.is_dir() and p.name in _KNOWN_SPLITS)
+    if splits:
+      raise ValueError(
+          f'data.path={path!r} has split folders {splits} but no {split!r}; '
+          f'add {path}/{split}/ or ask for one of {splits}.')
+  classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+  files: list[Path] = []
+  labels: list[int] | None = None
+  if classes:
+    loose = sorted(p.name for p in root.iterdir() if _is_image(p))
+    if loose:
+      raise ValueError(
+          f"'{root}' mixes class subfolders {classes[:3]} with loose images "
+          f'(e.g. {loose[0]!r}); move every image into a class subfolder.')
+    labels = []
+    for label, name in enumerate(classes):
+      found = sorted(p for p in (root / name).rglob('*') if _is_image(p))
+      files.extend(found)
+      labels.extend([label] * len(found))
+  else:
+    files = sorted(p for p in root.iterdir() if _is_image(p))
+  if not files:
+    raise ValueError(
+        f"data.path='{root}' is an empty folder (no "
+        f'{"/".join(IMAGE_EXTENSIONS)} files); add images or fix data.path.')
+
+  arrays = [_decode(f, image_size) for f in files]
+  sizes: dict[tuple[int, int], Path] = {}
+  for f, a in zip(files, arrays):
+    sizes.setdefault(a.shape[:2], f)
+  if len(sizes) > 1:
+    (s1, f1), (s2, f2) = list(sizes.items())[:2]
+    raise ValueError(
+        f"images differ in size: '{f1}' is {s1[0]}x{s1[1]} but '{f2}' is "
+        f'{s2[0]}x{s2[1]}; set data.image_size to resize them all to one '
+        'square size.')
+  if len({a.shape[-1] for a in arrays}) > 1:  # Mixed grey and colour.
+    arrays = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a
+              for a in arrays]
+  images = np.stack(arrays).astype(np.uint8)
+  return images, (None if labels is None else np.asarray(labels, np.int32))
+
+
+# -------------------------------------------------------------------- TFDS.
+
+
+def _load_tfds(*, name: str | None, split: str, max_examples: int = 0,
+               data_dir: str | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+  """Reads (image, label) of a TFDS image dataset into numpy."""
+  if not name:
+    raise ValueError("data.source='tfds' needs data.tfds_name (e.g. 'mnist' "
+                     "or 'cifar10'); set it or use data.source='embedded'.")
+  # Imported lazily: tensorflow_datasets pulls in TensorFlow (~5 s).
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  try:
+    # Not batch_size=-1: it aborts the process under tfds.testing.mock_data.
+    ds = tfds.load(name, split=split, shuffle_files=False, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(
+        f'data.tfds_name={name!r} is not a known TFDS dataset; check the name '
+        'against tfds.list_builders() (e.g. mnist, cifar10).') from e
+  except AssertionError as e:  # TFDS signals "not prepared" this way.
+    raise ValueError(
+        f'TFDS dataset {name!r} split {split!r} is not available ({e}); '
+        f'prepare it with `tfds build {name}` (needs network), set '
+        "data.tfds_data_dir, or use data.source='idx'/'embedded'.") from e
+  if max_examples > 0:
+    ds = ds.take(max_examples)  # Split slicing is ignored under the mock.
+  images, labels = [], []
+  for ex in tfds.as_numpy(ds):
+    if 'image' not in ex:
+      raise ValueError(f'TFDS dataset {name!r} has no "image" feature (has '
+                       f'{sorted(ex)}); pick an image dataset.')
+    img = np.asarray(ex['image'])
+    images.append(img[..., None] if img.ndim == 2 else img)
+    if 'label' in ex:
+      labels.append(int(ex['label']))
+  if not images:
+    return np.zeros((0, 1, 1, 1), np.uint8), None
+  if len({i.shape for i in images}) > 1:
+    raise ValueError(f'TFDS dataset {name!r} has images of several sizes; '
+                     'resize them before stacking (not supported here).')
+  out_labels = np.asarray(labels, np.int32) if len(labels) == len(images) else None
+  return np.stack(images).astype(np.uint8), out_labels
+
+
+# ------------------------------------------------------------ preprocessing.
+
+
+def _check_value_range_name(value_range: str) -> None:
+  if value_range not in VALID_VALUE_RANGES:
+    raise ValueError(
+        f'data.value_range={value_range!r} is not supported; use one of '
+        f'{", ".join(repr(v) for v in VALID_VALUE_RANGES)}.')
+
+
+def preprocess(images_uint8: np.ndarray, *, image_size: int | None = None,
+               value_range: str = '[-1,1]', binarize: bool = False
+               ) -> np.ndarray:
+  """uint8 [N, H, W, C] -> float32 in `value_range`, optionally resized.
+
+  `image_size` resizes to image_size x image_size (bilinear, antialiased).
+  `binarize=True` thresholds at 0.5 (static binarisation, e.g. for eval sets;
+  needs value_range='[0,1]'); dynamic binarisation is make_image_iterator's.
+  """
+  _check_value_range_name(value_range)
+  images = np.asarray(images_uint8)
+  if images.ndim != 4:
+    raise ValueError(f'images must be [N, H, W, C], got shape {images.shape}.')
+  if binarize and value_range != '[0,1]':
+    raise ValueError("binarize=True needs value_range='[0,1]' (Bernoulli "
+                     "pixels); set data.value_range='[0,1]'.")
+  x = images.astype(np.float32)
+  if image_size and tuple(x.shape[1:3]) != (image_size, image_size):
+    import jax  # pylint: disable=import-outside-toplevel
+    out = np.empty((len(x), image_size, image_size, x.shape[-1]), np.float32)
+    chunk = 4096  # Bounds peak memory on big datasets.
+    for i in range(0, len(x), chunk):
+      part = x[i:i + chunk]
+      out[i:i + chunk] = np.asarray(jax.image.resize(
+          part, (len(part), image_size, image_size, x.shape[-1]),
+          method='linear', antialias=True))
+    x = np.clip(out, 0.0, 255.0)
+  x = x / np.float32(255.0)
+  if binarize:
+    return (x > 0.5).astype(np.float32)
+  if value_range == '[-1,1]':
+    x = x * np.float32(2.0) - np.float32(1.0)
+  return x.astype(np.float32, copy=False)
+
+
+def check_value_range(images: np.ndarray, expected: str) -> None:
+  """Raises if `images` do not look like they lie in `expected`."""
+  _check_value_range_name(expected)
+  images = np.asarray(images)
+  lo, hi = float(images.min()), float(images.max())
+  eps = 1e-5
+  if expected == '[0,1]':
+    if lo < -eps or hi > 1 + eps:
+      found = '[-1,1]' if lo >= -1 - eps and hi <= 1 + eps else f'[{lo}, {hi}]'
+      raise ValueError(
+          f'the model expects images in [0,1] (e.g. a Bernoulli likelihood) '
+          f'but the data is in {found} (min={lo:g}, max={hi:g}); set '
+          "data.value_range='[0,1]'.")
+  else:
+    if lo < -1 - eps or hi > 1 + eps:
+      raise ValueError(
+          f'the model expects images in [-1,1] but the data spans min={lo:g}, '
+          f"max={hi:g}; normalise it with preprocess(value_range='[-1,1]').")
+    if lo >= -eps and hi > eps:
+      raise ValueError(
+          f'the model expects images in [-1,1] but the data looks like [0,1] '
+          f"(min={lo:g}, max={hi:g}); set data.value_range='[-1,1]'.")
+
+
+# ----------------------------------------------------------------- batching.
+
+
+def _indices_to_array(indices: list) -> np.ndarray:
+  return np.asarray(indices, dtype=np.int64)
+
+
+class _GatherBatch:
+  """Gathers one batch and applies per-batch randomness keyed by its index."""
+
+  def __init__(self, images: np.ndarray, labels: np.ndarray | None, *,
+               seed: int, shard_index: int, random_flip: bool, binarize: bool):
+    self.images = images
+    self.labels = labels
+    self.seed = seed
+    self.shard_index = shard_index
+    self.random_flip = random_flip
+    self.binarize = binarize
+
+  def __call__(self, index: int, idx: np.ndarray) -> Batch:
+    x = self.images[idx]  # One fancy-index gather (a copy).
+    if self.random_flip or self.binarize:
+      # A pure function of (seed, host, batch index): resume is exact.
+      rng = np.random.default_rng((self.seed, self.shard_index, int(index)))
+      if self.random_flip:
+        flip = rng.random(len(x)) < 0.5
+        x[flip] = x[flip, :, ::-1]
+      if self.binarize:
+        x = (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+    batch = {'image': x}
+    if self.labels is not None:
+      batch['label'] = self.labels[idx]
+    return batch
+
+
+def make_image_dataset(images_f32: np.ndarray, labels: np.ndarray | None, *,
+                       batch_size: int, seed: int, random_flip: bool = False,
+                       binarize: bool = False, shard_index: int | None = None,
+                       shard_count: int | None = None,
+                       read_options: grain.ReadOptions | None = None
+                       ) -> grain.IterDataset:
+  """The endless, shuffled, sharded image batches as a grain IterDataset."""
+  if batch_size < 1:
+    raise ValueError(f'batch_size={batch_size} must be >= 1.')
+  images = np.ascontiguousarray(images_f32, dtype=np.float32)
+  if images.ndim != 4:
+    raise ValueError(f'images must be [N, H, W, C], got shape {images.shape}.')
+  if labels is not None:
+    labels = np.asarray(labels).astype(np.int32)
+    if labels.shape != (len(images),):
+      raise ValueError(f'labels shape {labels.shape} does not match '
+                       f'{len(images)} images; pass labels [N] or None.')
+  if binarize:
+    check_value_range(images, '[0,1]')
+  if shard_index is None or shard_count is None:
+    import jax  # pylint: disable=import-outside-toplevel
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+  if not 0 <= shard_index < shard_count:
+    raise ValueError(f'shard_index={shard_index} must be in [0, '
+                     f'shard_count={shard_count}).')
+  ds = grain.MapDataset.range(len(images))
+  if shard_count > 1:
+    ds = ds[shard_index::shard_count]
+  if len(ds) < batch_size:
+    raise ValueError(
+        f'this host has {len(ds)} images ({len(images)} over {shard_count} '
+        f'hosts) but batch_size={batch_size}; use a smaller batch size or '
+        'more data.')
+  ds = ds.shuffle(seed=int(seed) % 2**32).repeat()
+  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_indices_to_array)
+  ds = ds.map_with_index(_GatherBatch(
+      images, labels, seed=int(seed) % 2**32, shard_index=shard_index,
+      random_flip=random_flip, binarize=binarize))
+  if read_options is None:
+    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
+  return ds.to_iter_dataset(read_options)
+
+
+def make_image_iterator(images_f32: np.ndarray, labels: np.ndarray | None, *,
+                        batch_size: int, seed: int, random_flip: bool = False,
+                        binarize: bool = False, shard_index: int | None = None,
+                        shard_count: int | None = None
+                        ) -> grain.DatasetIterator:
+  """Endless iterator of {'image': f32 [B,H,W,C], 'label': i32 [B]} batches.
+
+  `batch_size` is per host. `random_flip` mirrors each image left-right with
+  probability 1/2; `binarize` samples pixels ~ Bernoulli(value) (images must
+  be in [0,1]). Both are drawn from (seed, host, batch index), so
+  get_state()/set_state() resume reproduces batches exactly.
+  """
+  return iter(make_image_dataset(
+      images_f32, labels, batch_size=batch_size, seed=seed,
+      random_flip=random_flip, binarize=binarize, shard_index=shard_index,
+      shard_count=shard_count))
