@@ -10,6 +10,8 @@ from typing import Any
 import grain
 import numpy as np
 
+from genai.data import batching
+
 Batch = dict[str, np.ndarray]
 
 VALID_SOURCES = ('embedded', 'idx', 'folder', 'tfds')
@@ -351,10 +353,6 @@ def check_value_range(images: np.ndarray, expected: str) -> None:
 # ----------------------------------------------------------------- batching.
 
 
-def _indices_to_array(indices: list) -> np.ndarray:
-  return np.asarray(indices, dtype=np.int64)
-
-
 class _GatherBatch:
   """Gathers one batch and applies per-batch randomness keyed by its index."""
 
@@ -402,29 +400,19 @@ def make_image_dataset(images_f32: np.ndarray, labels: np.ndarray | None, *,
                        f'{len(images)} images; pass labels [N] or None.')
   if binarize:
     check_value_range(images, '[0,1]')
-  if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=import-outside-toplevel
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    shard_count = jax.process_count() if shard_count is None else shard_count
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f'shard_index={shard_index} must be in [0, '
-                     f'shard_count={shard_count}).')
-  ds = grain.MapDataset.range(len(images))
-  if shard_count > 1:
-    ds = ds[shard_index::shard_count]
-  if len(ds) < batch_size:
+  shard_index, shard_count = batching.resolve_shard(shard_index, shard_count)
+  per_host = batching.items_per_shard(len(images), shard_index, shard_count)
+  if per_host < batch_size:
     raise ValueError(
-        f'this host has {len(ds)} images ({len(images)} over {shard_count} '
+        f'this host has {per_host} images ({len(images)} over {shard_count} '
         f'hosts) but batch_size={batch_size}; use a smaller batch size or '
         'more data.')
-  ds = ds.shuffle(seed=int(seed) % 2**32).repeat()
-  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_indices_to_array)
+  ds = batching.index_batches(len(images), batch_size=batch_size, seed=seed,
+                              shard_index=shard_index, shard_count=shard_count)
   ds = ds.map_with_index(_GatherBatch(
       images, labels, seed=int(seed) % 2**32, shard_index=shard_index,
       random_flip=random_flip, binarize=binarize))
-  if read_options is None:
-    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-  return ds.to_iter_dataset(read_options)
+  return ds.to_iter_dataset(read_options or batching.NO_PREFETCH)
 
 
 def make_image_iterator(images_f32: np.ndarray, labels: np.ndarray | None, *,

@@ -7,6 +7,8 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from genai.data import batching
+
 Batch = dict[str, np.ndarray]
 
 
@@ -99,50 +101,24 @@ class TokenWindows:
             f'{self.block_size}, stride={self.stride}, windows={self._num})')
 
 
-def _indices_to_array(indices: list) -> np.ndarray:
-  return np.asarray(indices, dtype=np.int64)
-
-
 def make_train_dataset(tokens: np.ndarray, *, block_size: int, batch_size: int,
                        stride: int, seed: int, shard_index: int | None = None,
                        shard_count: int | None = None,
                        read_options: grain.ReadOptions | None = None
                        ) -> grain.IterDataset:
-  """The endless, shuffled, sharded training batches as a grain IterDataset.
-
-  The pipeline shuffles and batches window *indices* and gathers each batch
-  with one numpy fancy-index: grain's per-element path (and its prefetch
-  threads) cost several times more CPU, which a 2-core machine running XLA
-  cannot spare.
-  """
+  """The endless, shuffled, sharded training batches as a grain IterDataset."""
   if batch_size < 1:
     raise ValueError(f'batch_size={batch_size} must be >= 1.')
   windows = TokenWindows(tokens, block_size=block_size, stride=stride)
-  if shard_index is None or shard_count is None:
-    import jax  # pylint: disable=import-outside-toplevel
-    shard_index = jax.process_index() if shard_index is None else shard_index
-    shard_count = jax.process_count() if shard_count is None else shard_count
-  if not 0 <= shard_index < shard_count:
-    raise ValueError(f'shard_index={shard_index} must be in [0, '
-                     f'shard_count={shard_count}).')
-  ds = grain.MapDataset.range(len(windows))
-  if shard_count > 1:
-    ds = ds[shard_index::shard_count]
-  if len(ds) == 0:
+  shard_index, shard_count = batching.resolve_shard(shard_index, shard_count)
+  if batching.items_per_shard(len(windows), shard_index, shard_count) == 0:
     raise ValueError(
         f'{len(windows)} training windows cannot be split over {shard_count} '
         'hosts (this host gets none); use more data, a smaller '
         'data.block_size, or a smaller stride.')
-  # grain's shuffle draws a fresh permutation per epoch ((seed + epoch)), so
-  # shuffle-then-repeat gives a new order every pass over the data.
-  ds = ds.shuffle(seed=int(seed) % 2**32).repeat()
-  ds = ds.batch(batch_size, drop_remainder=True, batch_fn=_indices_to_array)
-  ds = ds.map(windows.gather)
-  if read_options is None:
-    # No prefetch threads: next() is a fraction of a millisecond and jax's
-    # async dispatch already overlaps it with the previous step's compute.
-    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
-  return ds.to_iter_dataset(read_options)
+  ds = batching.index_batches(len(windows), batch_size=batch_size, seed=seed,
+                              shard_index=shard_index, shard_count=shard_count)
+  return ds.map(windows.gather).to_iter_dataset(read_options or batching.NO_PREFETCH)
 
 
 def make_train_iterator(tokens: np.ndarray, *, block_size: int,
