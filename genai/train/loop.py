@@ -210,6 +210,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
           scalars = {f'train/{key}': v for key, v in mean.items()}
           scalars['train/steps_per_sec'] = rate
           extra = ''
+          if task.examples_per_step:
+            scalars['train/examples_per_sec'] = rate * task.examples_per_step
           if task.tokens_per_step:
             scalars['train/tokens_per_sec'] = rate * task.tokens_per_step
             extra = f' | {rate * task.tokens_per_step / 1e3:.1f}k tok/s'
