@@ -29,13 +29,10 @@ def value_and_grad(loss_fn: Callable[..., tuple[jax.Array, Any]], params: Any, b
 
   def body(carry, xs):
     mb, i = xs
-    (loss, aux), grads = grad_fn(params, mb, jax.random.fold_in(rng, i))
-    acc = jax.tree.map(jnp.add, carry, (loss, aux, grads))
-    return acc, None
+    return jax.tree.map(jnp.add, carry, grad_fn(params, mb, jax.random.fold_in(rng, i))), None
 
-  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params,
-                                                      jax.tree.map(lambda x: x[0], micro), rng))
-  zeros = (zeros[0][0], zeros[0][1], zeros[1])
-  (loss, aux, grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(num_microbatches)))
+  first = jax.tree.map(lambda x: x[0], micro)
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first, rng))
+  ((loss, aux), grads), _ = jax.lax.scan(body, zeros, (micro, jnp.arange(num_microbatches)))
   scale = 1.0 / num_microbatches
   return (loss * scale, aux), jax.tree.map(lambda g: g * scale, grads)
