@@ -8,7 +8,6 @@ Sample from a trained workdir:
 from __future__ import annotations
 
 import json
-import math
 import os
 from typing import Any
 
@@ -31,6 +30,7 @@ from genai.objectives.lm import make_loss_fn
 from genai.sample.decode import generate
 from genai.train import gradients
 from genai.train import loop
+from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
 
@@ -84,6 +84,17 @@ def bleu_of_continuations(model, params, tokenizer, rows, *, rng) -> float:
 
 # =========================== The task for the shared loop ==============================
 
+def _state_fns(config: ml_collections.ConfigDict, model: Transformer):
+  """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
+  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+
+  def init_state(rng):
+    params = model.init(rng, jnp.zeros((1, config.data.block_size), jnp.int32))['params']
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+
+  return init_state, (tx, schedule)
+
+
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   text = text_sources.load_text(config.data)
   tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
@@ -96,13 +107,9 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
       train_tokens, block_size=block, batch_size=tc.batch_size,
       stride=config.data.get('stride') or block, seed=config.seed)
   model = make_model(config, tokenizer.vocab_size)
-  tx, schedule = make_optimizer(config.optimizer, tc.num_steps)
+  init_state, (tx, schedule) = _state_fns(config, model)
   loss_fn = make_loss_fn(model)
   accum = int(tc.get('grad_accum_steps', 1))
-
-  def init_state(rng):
-    params = model.init(rng, jnp.zeros((1, block), jnp.int32))['params']
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
 
   def train_step(state, batch, rng):
     (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng, accum)
@@ -146,54 +153,18 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
-  task = build_task(config, workdir)
-  tc = config.train
-  hparams = {k: v for k, v in _flatten(config.to_dict()).items()
-             if isinstance(v, (int, float, str, bool))}
-  return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
-                    log_every=tc.log_every, eval_every=tc.eval_every,
-                    checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
-                    steps_per_call=tc.get('steps_per_call', 1), hparams=hparams,
-                    stop_after=tc.get('stop_after') or None)
-
-
-def _flatten(d: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
+  return workdir_lib.run(config, workdir, build_task)
 
 
 # =========================== Sampling from a workdir ===================================
 
 def load_workdir(workdir: str, step: int | None = None):
   """(config, model, params, tokenizer) of a trained LM workdir (newest checkpoint)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: is {workdir!r} a workdir written by '
-                            'experiments.lm? Train first with --config ... --workdir.')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = workdir_lib.load_config(workdir, 'lm')
   tokenizer = tokenizers.load_tokenizer(workdir)
   model = make_model(config, tokenizer.vocab_size)
-  from genai.train.checkpoints import Checkpointer  # pylint: disable=g-import-not-at-top
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
-  step = ckpt.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet.')
-  params_shape = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params'])
-  tx, _ = make_optimizer(config.optimizer, config.train.num_steps)
-  abstract = {'params': params_shape, 'opt_state': jax.eval_shape(tx.init, params_shape),
-              'step': jax.ShapeDtypeStruct((), jnp.int32)}
-  state, _ = ckpt.restore(step, abstract)
-  ckpt.close()
+  init_state, _ = _state_fns(config, model)
+  state, _ = workdir_lib.restore_state(workdir, init_state, step)
   return config, model, state['params'], tokenizer
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 from pathlib import Path
@@ -431,3 +432,55 @@ def make_image_iterator(images_f32: np.ndarray, labels: np.ndarray | None, *,
       images_f32, labels, batch_size=batch_size, seed=seed,
       random_flip=random_flip, binarize=binarize, shard_index=shard_index,
       shard_count=shard_count))
+
+
+# ------------------------------------------------------ one call for an experiment.
+
+
+@dataclasses.dataclass
+class ImageData:
+  """What an image experiment needs: train batches, a fixed eval set and its shape."""
+  train_iter: grain.DatasetIterator
+  eval_images: np.ndarray          # float32 [N, H, W, C] in value_range (binarised if asked)
+  eval_labels: np.ndarray | None   # int32 [N]
+  image_shape: tuple[int, int, int]
+  num_classes: int                 # 0 when the data has no labels
+  value_range: str
+
+
+def load_image_data(data_cfg: Any, *, batch_size: int, seed: int) -> ImageData:
+  """Loads, preprocesses and batches `data_cfg` (see configs/image_data.py for fields).
+
+  `data_cfg.binarize=True` draws Bernoulli pixels afresh for every train batch (dynamic
+  binarisation) and once, with a fixed seed, for the eval set: the usual protocol for
+  binarised-MNIST likelihoods.
+  """
+  value_range = data_cfg.get('value_range', '[-1,1]')
+  binarize = bool(data_cfg.get('binarize', False))
+  limit = int(data_cfg.get('max_examples', 0) or 0)
+  size = int(data_cfg.get('image_size', 0) or 0) or None
+
+  def split(name, cap):
+    x, y = load_images(data_cfg, name)
+    if cap:
+      x, y = x[:cap], (None if y is None else y[:cap])
+    return preprocess(x, image_size=size, value_range=value_range), y
+
+  train_x, train_y = split(data_cfg.get('train_split', 'train'), limit)
+  eval_cap = int(data_cfg.get('eval_examples', 0) or 0)
+  eval_x, eval_y = split(data_cfg.get('eval_split', 'test'), eval_cap)
+  if train_x.shape[1:] != eval_x.shape[1:]:
+    raise ValueError(f'train images are {train_x.shape[1:]} but eval images are '
+                     f'{eval_x.shape[1:]}; set data.image_size to resize both.')
+  if binarize:
+    check_value_range(eval_x, '[0,1]')
+    rng = np.random.default_rng(12345)  # Fixed: every run scores the same binary test set.
+    eval_x = (rng.random(eval_x.shape, dtype=np.float32) < eval_x).astype(np.float32)
+  train_iter = make_image_iterator(
+      train_x, train_y, batch_size=batch_size, seed=seed,
+      random_flip=bool(data_cfg.get('random_flip', False)), binarize=binarize)
+  labels = [y for y in (train_y, eval_y) if y is not None]
+  num_classes = int(max(int(y.max()) for y in labels) + 1) if labels else 0
+  return ImageData(train_iter=train_iter, eval_images=eval_x, eval_labels=eval_y,
+                   image_shape=tuple(train_x.shape[1:]), num_classes=num_classes,
+                   value_range=value_range)

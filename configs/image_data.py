@@ -1,0 +1,46 @@
+"""The `data` block shared by the image configs (VAE, GAN, diffusion)."""
+import ml_collections
+
+# Full MNIST in IDX format, for the benchmarks and `path=` config args.
+SHARED_MNIST = '../shared/data/mnist'
+
+
+def get_image_data_config(**overrides) -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  d.source = 'embedded'      # 'embedded' (sklearn digits) | 'idx' | 'folder' | 'tfds'
+  d.path = ''                # idx / folder: a folder
+  d.tfds_name = ''           # tfds: e.g. 'mnist', 'fashion_mnist', 'cifar10', 'celeb_a'
+  d.tfds_data_dir = ''
+  d.train_split = 'train'
+  d.eval_split = 'test'
+  d.max_examples = 0         # 0 = all training images
+  d.eval_examples = 0        # 0 = the whole eval split
+  d.image_size = 0           # 0 = keep; N = resize to N x N
+  d.value_range = '[-1,1]'   # '[-1,1]' | '[0,1]'
+  d.binarize = False         # dynamic binarisation (Bernoulli likelihoods; needs '[0,1]')
+  d.random_flip = False
+  d.update(overrides)
+  return d
+
+
+def data_from_arg(d: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:
+  """Applies the common config args: `path=` (a folder of MNIST-format IDX files) or
+  `tfds=` (a TFDS name). PNG/JPEG folders: --config.data.source=folder --config.data.path=."""
+  if arg.get('path'):
+    d.source, d.path = 'idx', arg.path
+  if arg.get('tfds'):
+    d.source, d.tfds_name = 'tfds', arg.tfds
+  return d
+
+
+def apply_image_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Tiny mode shared by image configs: little data, a few real steps."""
+  c.data.max_examples = 256
+  c.data.eval_examples = 64
+  c.train.batch_size = 8
+  c.train.num_steps = 6
+  c.train.steps_per_call = 2
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 3
+  return c

@@ -1,0 +1,86 @@
+"""What a workdir holds besides checkpoints: the config, and how to run or reload it.
+
+Every experiment writes `config.json` into its workdir before training, so sampling,
+evaluation and export commands need only `--workdir`. `run` is the one place that turns a
+config's `train` block into `loop.train` arguments, for every model family.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+
+from genai.train import loop
+from genai.train.checkpoints import Checkpointer
+
+
+def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+
+
+def load_config(workdir: str, experiment: str | None = None) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with; checks it belongs to `experiment`."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: is {workdir!r} a genai workdir? Train first '
+                            'with --config ... --workdir.')
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  found = config.get('experiment')
+  if experiment is not None and found != experiment:
+    raise ValueError(f'{workdir!r} was trained by experiments.{found}, not '
+                     f'experiments.{experiment}; use python -m experiments.{found}.')
+  return config
+
+
+def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Scalar config fields as {'a.b.c': value}, for the TensorBoard hparams plugin."""
+  out = {}
+
+  def walk(d, prefix):
+    for k, v in d.items():
+      if isinstance(v, dict):
+        walk(v, f'{prefix}{k}.')
+      elif isinstance(v, (int, float, str, bool)):
+        out[f'{prefix}{k}'] = v
+
+  walk(config.to_dict(), '')
+  return out
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        build_task: Callable[[ml_collections.ConfigDict, str], loop.Task]) -> Any:
+  """Saves the config, builds the family's Task and trains it with `config.train`."""
+  save_config(config, workdir)
+  task = build_task(config, workdir)
+  tc = config.train
+  return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
+                    log_every=tc.log_every, eval_every=tc.eval_every,
+                    checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
+                    steps_per_call=tc.get('steps_per_call', 1),
+                    hparams=flat_hparams(config), stop_after=tc.get('stop_after') or None)
+
+
+def restore_state(workdir: str, init_state: Callable[[jax.Array], Any],
+                  step: int | None = None) -> tuple[Any, int]:
+  """(state, step) of the newest (or given) checkpoint, shaped like `init_state(rng)`.
+
+  Reads without initialising: the abstract state comes from `jax.eval_shape`. Safe to call
+  while a training run writes to the same workdir (read-only manager).
+  """
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False,
+                      read_only=True)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first.')
+    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    state, _ = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  return state, step
