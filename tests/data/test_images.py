@@ -222,3 +222,20 @@ def test_shards_disjoint():
   with pytest.raises(ValueError, match='shard_index=2'):
     im.make_image_iterator(x, y, batch_size=4, seed=0, shard_index=2,
                            shard_count=2)
+
+
+def test_load_image_data_embedded_binarised():
+  import configs.image_data as image_data
+  d = image_data.get_image_data_config(value_range='[0,1]', binarize=True, max_examples=64,
+                                       eval_examples=32)
+  data = im.load_image_data(d, batch_size=8, seed=0)
+  assert data.image_shape == (8, 8, 1) and data.num_classes == 10
+  assert data.eval_images.shape == (32, 8, 8, 1) and data.eval_labels.shape == (32,)
+  assert set(np.unique(data.eval_images)) <= {0.0, 1.0}
+  again = im.load_image_data(d, batch_size=8, seed=1)
+  np.testing.assert_array_equal(data.eval_images, again.eval_images)  # Fixed eval draw.
+  batch = next(data.train_iter)
+  assert batch['image'].shape == (8, 8, 8, 1) and set(np.unique(batch['image'])) <= {0.0, 1.0}
+  bad = image_data.get_image_data_config(value_range='[-1,1]', binarize=True)
+  with pytest.raises(ValueError, match=r"value_range='\[0,1\]'"):
+    im.load_image_data(bad, batch_size=8, seed=0)

@@ -1,0 +1,17 @@
+"""Workdir helpers: config round trip and the experiment check."""
+import ml_collections
+import pytest
+
+from genai.train import workdir
+
+
+def test_config_round_trip_and_experiment_check(tmp_path):
+  c = ml_collections.ConfigDict({'experiment': 'vae', 'train': {'num_steps': 3}, 'lr': 0.1})
+  workdir.save_config(c, str(tmp_path))
+  back = workdir.load_config(str(tmp_path), 'vae')
+  assert back.train.num_steps == 3 and back.lr == 0.1
+  with pytest.raises(ValueError, match='experiments.vae'):
+    workdir.load_config(str(tmp_path), 'gan')
+  with pytest.raises(FileNotFoundError, match='Train first'):
+    workdir.load_config(str(tmp_path / 'nope'))
+  assert workdir.flat_hparams(c) == {'experiment': 'vae', 'train.num_steps': 3, 'lr': 0.1}
