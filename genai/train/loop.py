@@ -123,7 +123,15 @@ def make_multi_step(train_step: Callable, step_rng: jax.Array) -> Callable:
       batch, i = xs
       return train_step(state, batch, jax.random.fold_in(step_rng, first_step + i))
     n = jax.tree.leaves(batches)[0].shape[0]
-    return jax.lax.scan(body, state, (batches, jnp.arange(n, dtype=jnp.int32)))
+    if n == 1:
+      # unroll=True cannot unroll a 1-trip scan: it stays a while loop (a digits conv
+      # classifier step: 1.08 s through the scan, 0.06 s called directly).
+      state, metrics = body(state, (jax.tree.map(lambda x: x[0], batches), jnp.int32(0)))
+      return state, jax.tree.map(lambda m: jnp.asarray(m)[None], metrics)
+    # Fully unrolled: XLA:CPU runs convolutions inside a while loop about 12x slower than
+    # straight-line code (a 3x3 conv grad step: 0.76 s direct, 9.1 s per step in a scan,
+    # 0.82 s unrolled). Unrolling costs compile time only.
+    return jax.lax.scan(body, state, (batches, jnp.arange(n, dtype=jnp.int32)), unroll=True)
 
   return jax.jit(multi_step, donate_argnums=0)
 
