@@ -1,0 +1,288 @@
+"""Feature extractors by name, and cached feature statistics of a reference dataset split.
+
+Extractors (`load_extractor(spec)`), each fn(images, value_range=None) -> {'pool': [N, D],
+'logits': [N, K] (optional)}:
+  'inception'        the FID InceptionV3 (2048-d pool3), genai/evaluation/inception.py.
+  'domain:WORKDIR'   the penultimate layer of a classifier trained on the dataset by
+                     experiments/classifier.py. Its metrics are FID-domain etc.: every key
+                     is labelled with `_domain` (metric_key) and never reported as FID.
+
+Reference datasets (`parse_dataset_spec`): 'mnist:test' (IDX files from `data_path` when
+given, else TFDS 'mnist'), any 'NAME:SPLIT' likewise, 'digits:test' (the embedded
+scikit-learn digits), 'idx:/path:test', 'folder:/path:test', 'tfds:NAME:SPLIT', or an
+experiment workdir (its config.data, eval split and image size).
+
+Statistics (mean and covariance in float64, plus up to `max_features` rows of the features
+in float32 for KID and precision/recall) are cached as one .npz per (dataset, split, count,
+image size, extractor, weights hash) under $GENAI_CACHE_DIR/ref_stats (default
+~/.cache/genai/ref_stats). Those keys are in the file name and in the file's metadata; a
+file is reused only when every key matches, and recomputed otherwise.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import types
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from genai.data import images as images_lib
+from genai.evaluation import image_metrics
+
+FeatureFn = Callable[..., dict[str, np.ndarray]]
+CACHE_ENV = 'GENAI_CACHE_DIR'
+FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------- extractors.
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureExtractor:
+  """A named feature function; `weights_hash` identifies its weights in cache keys."""
+  name: str            # 'inception' | 'domain:<absolute workdir>'
+  weights_hash: str
+  fn: FeatureFn
+
+  @property
+  def is_domain(self) -> bool:
+    return self.name.startswith('domain:')
+
+  def key(self, metric: str) -> str:
+    return metric_key(metric, self.is_domain)
+
+
+def metric_key(metric: str, domain: bool) -> str:
+  """'fid' -> 'fid_domain', 'kid_mean' -> 'kid_domain_mean' for domain features."""
+  if not domain:
+    return metric
+  for suffix in ('_mean', '_std'):
+    if metric.endswith(suffix):
+      return metric[:-len(suffix)] + '_domain' + suffix
+  return metric + '_domain'
+
+
+def load_extractor(spec: str = 'inception', *, inception_weights: str | None = None,
+                   batch_size: int = 100) -> FeatureExtractor:
+  """'inception' or 'domain:WORKDIR' -> FeatureExtractor."""
+  if spec == 'inception':
+    # pylint: disable=import-outside-toplevel
+    from genai.evaluation import inception
+    from genai.evaluation import inception_weights as weights_lib
+    params, weights_hash = weights_lib.load_inception_params(inception_weights or None)
+    return FeatureExtractor('inception', weights_hash,
+                            inception.make_feature_fn(params, batch_size=batch_size))
+  if spec.startswith('domain:'):
+    from genai.models import classifier  # pylint: disable=import-outside-toplevel
+    workdir = spec[len('domain:'):]
+    if not workdir:
+      raise ValueError("--features domain: needs a classifier workdir: 'domain:WORKDIR' "
+                       '(train one with python -m experiments.classifier).')
+    trained = classifier.load_classifier(workdir)
+    return FeatureExtractor(f'domain:{trained.workdir}', trained.weights_hash,
+                            classifier.make_feature_fn(trained, batch_size=max(batch_size, 500)))
+  raise ValueError(f'features={spec!r} is not a feature extractor; use "inception" or '
+                   '"domain:WORKDIR" (a classifier trained by experiments/classifier.py).')
+
+
+def compute_features(extractor: FeatureExtractor, images: np.ndarray,
+                     value_range: str | None = None, chunk: int = 5000
+                     ) -> dict[str, np.ndarray]:
+  """Runs the extractor over `images` in chunks (bounded memory): {'pool', 'logits'?}."""
+  parts: dict[str, list[np.ndarray]] = {}
+  for i in range(0, len(images), chunk):
+    out = extractor.fn(images[i:i + chunk], value_range=value_range)
+    for k, v in out.items():
+      if v is not None:
+        parts.setdefault(k, []).append(np.asarray(v, np.float32))
+  return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+# ----------------------------------------------------------- reference datasets.
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+  key: str           # canonical id used in the cache key, e.g. 'mnist@idx:/abs/path'
+  data_cfg: Any      # what images.load_images reads (source, path, tfds_name, ...)
+  split: str
+  image_size: int = 0  # 0 = native size; N = resized to N x N as the experiment sees them
+
+
+def _cfg(**kw) -> types.SimpleNamespace:
+  return types.SimpleNamespace(**kw)
+
+
+def reference_from_data_config(data_cfg: Any, split: str | None = None) -> DatasetRef:
+  """The reference set of an experiment's `config.data` (default: its eval split)."""
+  get = data_cfg.get if hasattr(data_cfg, 'get') else lambda k, d=None: getattr(data_cfg, k, d)
+  source = get('source', 'embedded')
+  split = split or get('eval_split', 'test')
+  if source == 'embedded':
+    key = 'digits'
+  elif source in ('idx', 'folder'):
+    key = f'{source}:{os.path.abspath(os.path.expanduser(get("path", "") or "."))}'
+  elif source == 'tfds':
+    key = f'tfds:{get("tfds_name", "")}'
+  else:
+    raise ValueError(f'data.source={source!r} is not a known image source; use one of '
+                     f'{images_lib.VALID_SOURCES}.')
+  return DatasetRef(key, data_cfg, split, int(get('image_size', 0) or 0))
+
+
+def parse_dataset_spec(spec: str, data_path: str | None = None, image_size: int = 0
+                       ) -> DatasetRef:
+  """A --ref string (see the module docstring) -> DatasetRef."""
+  if os.path.isdir(spec):
+    config_path = os.path.join(spec, 'config.json')
+    if not os.path.exists(config_path):
+      raise ValueError(f'--ref {spec!r} is a folder without config.json: not an experiment '
+                       "workdir. Give a dataset like 'mnist:test' or a trained workdir.")
+    with open(config_path) as f:
+      data = json.load(f).get('data')
+    if not data:
+      raise ValueError(f'{config_path} has no data block; cannot tell its dataset.')
+    ref = reference_from_data_config(data)
+    return dataclasses.replace(ref, data_cfg=_cfg(**data), image_size=image_size or
+                               ref.image_size)
+  kind, sep, rest = spec.partition(':')
+  if not sep or not rest:
+    raise ValueError(f"--ref {spec!r} is not a dataset spec: use 'NAME:SPLIT' (e.g. "
+                     "mnist:test, digits:test), 'idx:/path:SPLIT', 'folder:/path:SPLIT', "
+                     "'tfds:NAME:SPLIT' or a workdir.")
+  if kind in ('idx', 'folder', 'tfds'):
+    target, sep, split = rest.rpartition(':')
+    if not sep or not target or not split:
+      raise ValueError(f"--ref {spec!r} needs '{kind}:{'NAME' if kind == 'tfds' else 'PATH'}"
+                       ":SPLIT', e.g. '{kind}:{'mnist' if kind == 'tfds' else '/data/mnist'}"
+                       ":test'.")
+    if kind == 'tfds':
+      data_cfg = _cfg(source='tfds', tfds_name=target)
+    else:
+      data_cfg = _cfg(source=kind, path=target, image_size=image_size)
+  elif kind == 'digits':
+    data_cfg, split = _cfg(source='embedded'), rest
+  elif data_path:  # NAME:SPLIT with a local copy in MNIST IDX format.
+    data_cfg, split = _cfg(source='idx', path=data_path), rest
+  else:
+    data_cfg, split = _cfg(source='tfds', tfds_name=kind), rest
+  ref = reference_from_data_config(data_cfg, split)
+  named_copy = kind not in ('idx', 'folder', 'tfds', 'digits') and data_path
+  key = f'{kind}@{ref.key}' if named_copy else ref.key
+  return DatasetRef(key, data_cfg, split, image_size)
+
+
+def load_reference_images(ref: DatasetRef, count: int = 0) -> np.ndarray:
+  """uint8 [N, H, W, C] of the reference split: the first `count` (0 = all), resized to
+  ref.image_size with the experiments' own resize (images.preprocess) when set."""
+  x, _ = images_lib.load_images(ref.data_cfg, ref.split)
+  if count:
+    if count > len(x):
+      raise ValueError(f'asked for {count} reference images but {ref.key} split '
+                       f'{ref.split!r} has {len(x)}; lower the count (0 = all).')
+    x = x[:count]
+  if ref.image_size and tuple(x.shape[1:3]) != (ref.image_size, ref.image_size):
+    unit = images_lib.preprocess(x, image_size=ref.image_size, value_range='[0,1]')
+    x = np.round(unit * 255.0).astype(np.uint8)
+  return x
+
+
+# ----------------------------------------------------------- cached statistics.
+
+
+@dataclasses.dataclass
+class ReferenceStats:
+  mu: np.ndarray            # [D] float64
+  sigma: np.ndarray         # [D, D] float64
+  features: np.ndarray      # [<= max_features, D] float32, for KID and precision/recall
+  meta: dict[str, Any]      # dataset, split, count, image_size, extractor, weights_hash, ...
+  path: str | None = None   # the cache file, when cached
+
+  @property
+  def count(self) -> int:
+    return int(self.meta['count'])
+
+
+def default_cache_dir() -> Path:
+  return Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'genai') / 'ref_stats'
+
+
+def _slug(text: str) -> str:
+  return re.sub(r'[^A-Za-z0-9._-]+', '-', text).strip('-')[:60]
+
+
+def cache_path(meta: dict[str, Any], cache_dir: str | os.PathLike | None = None
+               ) -> tuple[Path, str]:
+  """(folder, file name). The name carries every key, plus a short hash of all of them."""
+  digest = hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()[:12]
+  ext = 'domain' if meta['extractor'].startswith('domain:') else _slug(meta['extractor'])
+  name = (f'{_slug(meta["dataset"])}_{_slug(meta["split"])}_n{meta["count"]}'
+          f'_s{meta["image_size"]}_{ext}-{meta["weights_hash"][:12]}_{digest}.npz')
+  return Path(cache_dir) if cache_dir else default_cache_dir(), name
+
+
+def _read(path: Path) -> ReferenceStats | None:
+  try:
+    with np.load(path) as z:
+      meta = json.loads(str(z['meta']))
+      return ReferenceStats(z['mu'], z['sigma'], z['features'], meta, str(path))
+  except (OSError, ValueError, KeyError) as e:  # Corrupt or foreign file: recompute.
+    del e
+    return None
+
+
+def compute_stats(extractor: FeatureExtractor, images: np.ndarray, *,
+                  value_range: str | None = None, max_features: int = 10_000, seed: int = 0,
+                  name: str = 'reference features') -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mu, sigma, a float32 subsample of at most `max_features` feature rows)."""
+  feats = compute_features(extractor, images, value_range)['pool']
+  mu, sigma = image_metrics.gaussian_stats(feats, name)
+  if len(feats) > max_features:
+    keep = np.sort(np.random.default_rng(seed).choice(len(feats), max_features, replace=False))
+    feats = feats[keep]
+  return mu, sigma, feats.astype(np.float32)
+
+
+def get_reference_stats(ref: DatasetRef, extractor: FeatureExtractor, *, count: int = 0,
+                        max_features: int = 10_000, cache_dir: str | os.PathLike | None = None,
+                        use_cache: bool = True, print_fn: Callable[[str], None] = print
+                        ) -> ReferenceStats:
+  """Cached statistics of `ref` under `extractor`; computed and saved on a miss.
+
+  `count`: the first `count` images of the split (0 = all).
+  """
+  images = None
+  n = count
+  if not n:  # The cache key holds the actual count; finding it needs the split's length.
+    images = load_reference_images(ref, 0)
+    n = len(images)
+  meta = {'version': FORMAT_VERSION, 'dataset': ref.key, 'split': ref.split, 'count': int(n),
+          'image_size': int(ref.image_size), 'extractor': extractor.name,
+          'weights_hash': extractor.weights_hash, 'max_features': int(max_features)}
+  folder, name = cache_path(meta, cache_dir)
+  path = folder / name
+  if use_cache and path.exists():
+    cached = _read(path)
+    if cached is not None and cached.meta == meta:
+      return cached
+    print_fn(f'reference stats {path} do not match {meta}; recomputing.')
+  if images is None:
+    images = load_reference_images(ref, count)
+  print_fn(f'computing reference stats: {ref.key} {ref.split} ({len(images)} images) with '
+           f'{extractor.name} ...')
+  mu, sigma, feats = compute_stats(extractor, images, max_features=max_features,
+                                   name=f'reference {ref.key}:{ref.split}')
+  stats = ReferenceStats(mu, sigma, feats, meta)
+  if use_cache:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f'.{name}.{os.getpid()}.tmp.npz'
+    np.savez(tmp, mu=mu, sigma=sigma, features=feats, meta=np.array(json.dumps(meta)))
+    os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache file.
+    stats.path = str(path)
+    print_fn(f'saved reference stats to {path}')
+  return stats
