@@ -1,0 +1,252 @@
+"""Variational autoencoders (convolutional, Bernoulli or Gaussian likelihood) on the shared loop.
+
+Train (re-running the same command resumes from the newest checkpoint):
+  python -m experiments.vae --config configs/vae/digits.py --workdir runs/vae_digits
+Sample from a trained workdir (a PNG grid and an .npz):
+  python -m experiments.vae --workdir runs/vae_digits --sample --num_images 64 --out samples/
+
+Every evaluation scores the whole eval split: negative ELBO (nats per image and bits/dim),
+its reconstruction and KL terms, the importance-weighted NLL (k = eval.iw_samples) on the
+first eval.iw_examples images, and writes prior samples and reconstructions to TensorBoard
+and as PNG + .npz under <workdir>/samples/.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+from ml_collections import config_flags
+import numpy as np
+import optax
+
+from genai.data import images as images_lib
+from genai.models.vae import VAE, make_vae
+from genai.objectives import vae as objectives
+from genai.sample import image_files
+from genai.train import loop
+from genai.train import workdir as workdir_lib
+from genai.train.optimizers import make_optimizer
+
+IMAGE_INFO = 'image_info.json'  # image shape and value range, for sampling without the data
+
+
+# =========================== Building blocks ===========================================
+
+def check_data(model: VAE, value_range: str, eval_images: np.ndarray) -> None:
+  """Refuses data the likelihood cannot score: Bernoulli needs binary pixels in [0,1]."""
+  if model.cfg.likelihood == 'bernoulli':
+    images_lib.check_value_range(eval_images, '[0,1]')
+    if not np.all((eval_images == 0) | (eval_images == 1)):
+      raise ValueError(
+          'model.likelihood="bernoulli" needs binary pixels, but the eval images have '
+          'grey levels, so its nats would not be a likelihood; set data.binarize=True '
+          '(dynamic binarisation) or use model.likelihood="gaussian".')
+  else:
+    images_lib.check_value_range(eval_images, value_range)
+
+
+def _state_fns(config: ml_collections.ConfigDict, model: VAE):
+  """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
+  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+  shape = model.cfg.image_shape
+
+  def init_state(rng):
+    params = model.init(rng, jnp.zeros((1, *shape), jnp.float32), jax.random.key(0))['params']
+    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+
+  return init_state, (tx, schedule)
+
+
+def _pad_batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
+  """Splits x into equal batches, padding the last one with copies of x[0]."""
+  n = len(x)
+  pad = (-n) % batch_size
+  if pad:
+    x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
+  return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
+
+
+def _grid(images_uint8: np.ndarray, ncols: int | None = None) -> np.ndarray:
+  return image_files.make_grid(images_uint8, ncols=ncols)[None]
+
+
+def interleave_rows(originals: np.ndarray, recons: np.ndarray, cols: int) -> np.ndarray:
+  """Rows of `cols` originals alternating with rows of their reconstructions (zero-padded)."""
+  rows = -(-len(originals) // cols)
+  pad = rows * cols - len(originals)
+  a, b = (np.concatenate([np.asarray(v), np.zeros((pad, *v.shape[1:]), np.float32)])
+          for v in (originals, recons))
+  both = np.stack([a.reshape(rows, cols, *a.shape[1:]), b.reshape(rows, cols, *b.shape[1:])], 1)
+  return both.reshape(2 * rows * cols, *a.shape[1:])
+
+
+def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: np.ndarray,
+                   value_range: str, workdir: str):
+  """evaluate(state, step) -> metrics and image grids; also writes PNGs under samples/."""
+  ec = config.eval
+  num_dims = int(np.prod(model.cfg.image_shape))
+  n = len(eval_images)
+  batches = _pad_batches(eval_images, min(ec.batch_size, n))
+  iw_n = min(ec.iw_examples or n, n)
+  iw_batches = _pad_batches(eval_images[:iw_n], min(ec.batch_size, iw_n))
+  iw_nll_fn = (objectives.make_iw_nll_fn(model, ec.iw_samples, ec.iw_chunk)
+               if ec.iw_samples else None)
+
+  @jax.jit
+  def elbo_step(params, x, rng):
+    log_px, kl = objectives.elbo_terms(model, params, x, rng)
+    mean, _ = model.apply({'params': params}, x, method=VAE.encode)
+    return -log_px, kl, mean
+
+  @jax.jit
+  def images_step(params, x, rng):
+    prior = objectives.decoder_mean(
+        model, params, jax.random.normal(rng, (ec.num_samples, model.cfg.latent_dim)))
+    mean, _ = model.apply({'params': params}, x, method=VAE.encode)
+    return prior, objectives.decoder_mean(model, params, mean)
+
+  if ec.num_samples < 1 or ec.num_reconstructions < 1:
+    raise ValueError(f'eval.num_samples={ec.num_samples} and eval.num_reconstructions='
+                     f'{ec.num_reconstructions} must both be >= 1.')
+  recon_inputs = eval_images[:ec.num_reconstructions]
+
+  def evaluate(state, step):
+    params = state['params']
+    rng = jax.random.key(config.seed + 1)  # The same noise at every eval: comparable curves.
+    outs = jax.device_get([elbo_step(params, x, jax.random.fold_in(rng, i))
+                           for i, x in enumerate(batches)])
+    recon_nll = np.concatenate([o[0] for o in outs])[:n]
+    kl = np.concatenate([o[1] for o in outs])[:n]
+    means = np.concatenate([o[2] for o in outs])[:n]
+    nelbo = float(np.mean(recon_nll + kl))
+    results: dict[str, Any] = {
+        'eval/nelbo_nats': nelbo,
+        'eval/nelbo_bits_per_dim': objectives.nats_to_bits_per_dim(nelbo, num_dims),
+        'eval/recon_nll_nats': float(np.mean(recon_nll)),
+        'eval/kl_nats': float(np.mean(kl)),
+        # Latent dimensions whose posterior mean varies across images (Burda et al.).
+        'eval/active_units': float(np.sum(np.var(means, axis=0) > 1e-2)),
+    }
+    if ec.iw_samples:
+      iw = jax.device_get([iw_nll_fn(params, x, jax.random.fold_in(rng, 10_000 + i))
+                           for i, x in enumerate(iw_batches)])
+      iw_nll = float(np.mean(np.concatenate(iw)[:iw_n]))
+      results['eval/iw_nll_nats'] = iw_nll
+      results['eval/iw_nll_bits_per_dim'] = objectives.nats_to_bits_per_dim(iw_nll, num_dims)
+    prior, recon = jax.device_get(images_step(params, recon_inputs,
+                                              jax.random.fold_in(rng, 99_999)))
+    cols = min(8, len(recon_inputs))
+    pairs = interleave_rows(recon_inputs, recon, cols)
+    results['images/prior_samples'] = _grid(image_files.to_uint8(prior, value_range))
+    results['images/reconstructions'] = _grid(image_files.to_uint8(pairs, value_range), cols)
+    if jax.process_index() == 0:
+      sample_dir = os.path.join(workdir, 'samples')
+      image_files.write_samples(sample_dir, f'prior_{step:07d}', prior, value_range)
+      image_files.write_samples(sample_dir, f'reconstructions_{step:07d}', pairs, value_range)
+    return results
+
+  return evaluate
+
+
+# =========================== The task for the shared loop ==============================
+
+def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
+  tc = config.train
+  data = images_lib.load_image_data(config.data, batch_size=tc.batch_size, seed=config.seed)
+  model = make_vae(config.model, data.image_shape)
+  check_data(model, data.value_range, data.eval_images)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, IMAGE_INFO), 'w') as f:
+    json.dump({'image_shape': list(data.image_shape), 'value_range': data.value_range}, f)
+
+  init_state, (tx, schedule) = _state_fns(config, model)
+  loss_fn = objectives.make_loss_fn(model, beta=float(config.objective.beta))
+
+  def train_step(state, batch, rng):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state['params'], {'image': batch['image']}, rng)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, **aux, 'grad_norm': optax.tree.norm(grads),
+               'lr': schedule(state['step'])}
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  evaluate = make_evaluator(config, model, data.eval_images, data.value_range, workdir)
+  return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
+                   evaluate=evaluate, examples_per_step=tc.batch_size)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  return workdir_lib.run(config, workdir, build_task)
+
+
+# =========================== Sampling from a workdir ===================================
+
+def load_workdir(workdir: str, step: int | None = None):
+  """(config, model, params, value_range) of a trained VAE workdir (newest checkpoint)."""
+  config = workdir_lib.load_config(workdir, 'vae')
+  path = os.path.join(workdir, IMAGE_INFO)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: the VAE run in {workdir!r} never built its '
+                            'task; train it first.')
+  with open(path) as f:
+    info = json.load(f)
+  model = make_vae(config.model, info['image_shape'])
+  init_state, _ = _state_fns(config, model)
+  state, _ = workdir_lib.restore_state(workdir, init_state, step)
+  return config, model, state['params'], info['value_range']
+
+
+def sample(workdir: str, num_images: int, seed: int = 0) -> tuple[np.ndarray, str]:
+  """`num_images` decoder means E[x|z], z ~ N(0, I): float [N, H, W, C] and its value range.
+
+  Bernoulli models give pixel probabilities (grey levels), the usual way to show them.
+  """
+  if num_images < 1:
+    raise ValueError(f'--num_images={num_images} must be >= 1.')
+  _, model, params, value_range = load_workdir(workdir)
+  z = jax.random.normal(jax.random.key(seed), (num_images, model.cfg.latent_dim))
+  images = jax.jit(lambda p, z: objectives.decoder_mean(model, p, z))(params, z)
+  return np.asarray(images), value_range
+
+
+# =========================== Command line ==============================================
+
+def define_flags() -> None:
+  """Command-line flags; defined only when run as a program."""
+  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
+  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
+  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  flags.DEFINE_integer('num_images', 64, 'Images to sample.')
+  flags.DEFINE_string('out', None, 'Folder for samples.png/.npz (default <workdir>/samples).')
+  flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
+    logging.set_verbosity(logging.WARNING)
+  f = flags.FLAGS
+  if not f.workdir:
+    raise app.UsageError('--workdir is required.')
+  if f.sample:
+    images, value_range = sample(f.workdir, f.num_images, f.seed)
+    out = f.out or os.path.join(f.workdir, 'samples')
+    png, npz = image_files.write_samples(out, 'samples', images, value_range)
+    print(f'Wrote {len(images)} samples to {png} and {npz}')
+    return
+  if f.config is None:
+    raise app.UsageError('--config is required for training (e.g. configs/vae/digits.py).')
+  train_and_evaluate(f.config, f.workdir)
+
+
+if __name__ == '__main__':
+  define_flags()
+  app.run(main)
