@@ -1,0 +1,1 @@
+"""Diffusion (DDPM/DDIM) configs: `digits.py` (embedded 8x8 digits), `mnist.py`."""

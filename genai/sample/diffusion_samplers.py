@@ -1,0 +1,139 @@
+"""Samplers for a trained diffusion model: ancestral DDPM and DDIM, with classifier-free
+guidance. Each whole reverse chain runs inside one `lax.scan` (jit the caller).
+
+A "model function" here is `model_fn(x_t [B,H,W,C], t_B float32) -> output` where the
+output predicts eps or v (`prediction`). Build one from a backbone with
+`guided_model_fn`, which also applies classifier-free guidance.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genai.objectives import diffusion as dfn
+
+ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def guided_model_fn(apply_fn: Callable, y_B, *, num_classes: int, guidance: float
+                    ) -> ModelFn:
+  """model_fn(x, t) of a backbone `apply_fn(x, t, y) -> output`, with guidance scale w.
+
+  Classifier-free guidance (Ho & Salimans 2021): out = (1 + w) out(x, t, y) - w out(x, t, null)
+  with null = num_classes. w = 0 is the plain conditional model, w > 0 sharpens toward the
+  class. Because the weights sum to 1 and eps = sqrt(1-abar) x_t + sqrt(abar) v is affine in
+  v with the same x_t, guiding the v output is the same as guiding eps. Conditional and
+  unconditional passes run as one batch of 2B. Unconditional models (num_classes=0) take
+  y_B=None and no guidance.
+  """
+  if not num_classes:
+    if y_B is not None or guidance:
+      raise ValueError('labels/guidance given to an unconditional model; train with '
+                       'model.class_conditional=True to use --label/--guidance.')
+    return lambda x, t: apply_fn(x, t, None)
+  if y_B is None:
+    raise ValueError('a class-conditional model needs labels to sample; pass y (use '
+                     f'{num_classes} for "no label").')
+  y_B = jnp.asarray(y_B, jnp.int32)
+  if guidance == 0:
+    return lambda x, t: apply_fn(x, t, y_B)
+  null = jnp.full_like(y_B, num_classes)
+
+  def fn(x, t):
+    out = apply_fn(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
+                   jnp.concatenate([y_B, null]))
+    cond, uncond = jnp.split(out, 2)
+    return (1.0 + guidance) * cond - guidance * uncond
+
+  return fn
+
+
+def _clip(x, clip_range):
+  return x if clip_range is None else jnp.clip(x, clip_range[0], clip_range[1])
+
+
+def ddpm_sample(model_fn: ModelFn, s: dfn.Schedule, shape, rng, *, prediction: str = 'eps',
+                clip_range=(-1.0, 1.0)):
+  """Ancestral sampling over all T steps (Ho et al. Alg. 2, x0-parameterised):
+  x0_hat = clip(x0(x_t, model)), x_{t-1} = mu~(x0_hat, x_t) + [t > 0] sigma_t z with the
+  posterior variance beta~_t. Returns x_0 [shape]."""
+  dfn.check_prediction(prediction)
+  k_init, k_loop = jax.random.split(rng)
+  x = jax.random.normal(k_init, shape, jnp.float32)
+  b = shape[0]
+
+  def step(x, t):
+    t_B = jnp.full((b,), t, jnp.int32)
+    out = model_fn(x, t_B.astype(jnp.float32))
+    x0, _ = dfn.x0_eps_from_output(s, prediction, x, t_B, out)
+    mean, _, log_var = dfn.q_posterior(s, _clip(x0, clip_range), x, t_B)
+    z = jax.random.normal(jax.random.fold_in(k_loop, t), shape, jnp.float32)
+    return mean + (t > 0) * jnp.exp(0.5 * log_var) * z, None
+
+  x, _ = jax.lax.scan(step, x, jnp.arange(s.num_timesteps - 1, -1, -1))
+  return x
+
+
+def ddim_timesteps(num_timesteps: int, num_steps: int) -> np.ndarray:
+  """`num_steps` increasing step indices spread evenly over [0, T-1] (first 0, last T-1)."""
+  if not 1 <= num_steps <= num_timesteps:
+    raise ValueError(f'sample steps={num_steps} must be in [1, {num_timesteps}] '
+                     '(diffusion.num_timesteps).')
+  if num_steps == 1:
+    return np.array([num_timesteps - 1])
+  return np.unique(np.round(np.linspace(0, num_timesteps - 1, num_steps)).astype(np.int32))
+
+
+def ddim_sample(model_fn: ModelFn, s: dfn.Schedule, shape, rng, *, num_steps: int,
+                eta: float = 0.0, prediction: str = 'eps', clip_range=(-1.0, 1.0)):
+  """DDIM (Song et al. 2021, eq. 12) on `num_steps` strided timesteps tau_i.
+
+  From tau_i to tau_{i-1} (abar_prev = 1 after the last): with x0_hat clipped and eps_hat
+  recomputed from it,
+    sigma = eta sqrt((1 - abar_prev) / (1 - abar)) sqrt(1 - abar / abar_prev)
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z.
+  eta=0 is deterministic; eta=1 with all T steps is the DDPM ancestral sampler.
+  """
+  dfn.check_prediction(prediction)
+  taus = ddim_timesteps(s.num_timesteps, num_steps)
+  prevs = np.append(-1, taus[:-1])
+  k_init, k_loop = jax.random.split(rng)
+  x = jax.random.normal(k_init, shape, jnp.float32)
+  b = shape[0]
+
+  def step(x, tp):
+    t, t_prev = tp
+    t_B = jnp.full((b,), t, jnp.int32)
+    out = model_fn(x, t_B.astype(jnp.float32))
+    x0, eps = dfn.x0_eps_from_output(s, prediction, x, t_B, out)
+    if clip_range is not None:
+      x0 = _clip(x0, clip_range)
+      eps = dfn.eps_from_x0(s, x, t_B, x0)
+    abar = s.alphas_cumprod[t]
+    abar_prev = jnp.where(t_prev >= 0, s.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
+    sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
+    z = jax.random.normal(jax.random.fold_in(k_loop, t), shape, jnp.float32)
+    x = (jnp.sqrt(abar_prev) * x0
+         + jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma ** 2, 0.0)) * eps + sigma * z)
+    return x, None
+
+  x, _ = jax.lax.scan(step, x, (jnp.asarray(taus[::-1]), jnp.asarray(prevs[::-1])))
+  return x
+
+
+SAMPLERS = ('ddpm', 'ddim')
+
+
+def sample(model_fn: ModelFn, s: dfn.Schedule, shape, rng, *, sampler: str = 'ddim',
+           num_steps: int = 50, eta: float = 0.0, prediction: str = 'eps',
+           clip_range=(-1.0, 1.0)):
+  """Dispatch on `sampler` ('ddpm' always runs all T steps; `num_steps`/`eta` are DDIM's)."""
+  if sampler == 'ddpm':
+    return ddpm_sample(model_fn, s, shape, rng, prediction=prediction, clip_range=clip_range)
+  if sampler == 'ddim':
+    return ddim_sample(model_fn, s, shape, rng, num_steps=num_steps, eta=eta,
+                       prediction=prediction, clip_range=clip_range)
+  raise ValueError(f'sampler={sampler!r} is unknown; use one of {SAMPLERS}.')
