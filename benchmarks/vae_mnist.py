@@ -109,7 +109,8 @@ def main(argv):
   config.train.checkpoint_every = 0                # Only the final checkpoint.
   config.eval.iw_samples = f.iw_samples
   config.eval.iw_examples = f.iw_examples
-  workdir = f.workdir or tempfile.mkdtemp(prefix='genai_vae_bench_')
+  os.makedirs('runs/bench', exist_ok=True)
+  workdir = f.workdir or tempfile.mkdtemp(prefix='vae_mnist_', dir='runs/bench')
   spc = config.train.steps_per_call
 
   step_s = None
