@@ -10,7 +10,6 @@ Sample N images (PNG grid + .npz) from a trained workdir:
 from __future__ import annotations
 
 import functools
-import json
 import os
 import time
 from typing import Any
@@ -36,7 +35,6 @@ from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
 BACKBONES = ('unet', 'dit')
-_INFO_FILE = 'image_info.json'   # image_shape / num_classes / value_range, for --sample
 
 
 # =========================== Building blocks ===========================================
@@ -188,10 +186,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   images_lib.check_value_range(data.eval_images, data.value_range)
   num_classes = resolve_num_classes(config, data.num_classes)
   image_shape = data.image_shape
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, _INFO_FILE), 'w') as f:
-    json.dump({'image_shape': list(image_shape), 'num_classes': num_classes,
-               'value_range': data.value_range}, f)
+  workdir_lib.save_image_info(workdir, image_shape, data.value_range, num_classes)
 
   model = make_backbone(config.model, image_shape, num_classes)
   sched = dfn.make_schedule(config.diffusion)
@@ -270,11 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 def load_workdir(workdir: str, step: int | None = None):
   """(config, model, ema_params, info) of a trained diffusion workdir (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'diffusion')
-  path = os.path.join(workdir, _INFO_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found; train this workdir with experiments.diffusion.')
-  with open(path) as f:
-    info = json.load(f)
+  info = workdir_lib.load_image_info(workdir, 'diffusion')
   model = make_backbone(config.model, info['image_shape'], info['num_classes'])
   init_state, _ = _state_fns(config, model, info['image_shape'], info['num_classes'])
   state, _ = workdir_lib.restore_state(workdir, init_state, step)

@@ -18,7 +18,6 @@ sample latents are fixed by the seed, so a checkpoint always gives the same imag
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -41,7 +40,6 @@ from genai.train import workdir as workdir_lib
 from genai.train.ema import ema_decay, ema_update
 from genai.train.optimizers import make_optimizer
 
-DATA_META = 'gan_data.json'  # image shape and value range, for sampling without the data
 
 
 # =========================== Building blocks ===========================================
@@ -244,9 +242,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   data = images_lib.load_image_data(config.data, batch_size=tc.batch_size * tc.n_critic,
                                     seed=config.seed)
   nets = GanNets(config, data.image_shape)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, DATA_META), 'w') as f:
-    json.dump({'image_shape': list(data.image_shape), 'value_range': data.value_range}, f)
+  workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
   init_state, tx_g, tx_d = _state_fns(config, nets)
   train_step = make_train_step(config, nets, (tx_g, tx_d))
 
@@ -283,12 +279,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 def load_workdir(workdir: str, step: int | None = None):
   """(config, nets, state, value_range) of a trained GAN workdir (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'gan')
-  meta_path = os.path.join(workdir, DATA_META)
-  if not os.path.exists(meta_path):
-    raise FileNotFoundError(f'{meta_path} not found; train this workdir with '
-                            'experiments.gan first.')
-  with open(meta_path) as f:
-    meta = json.load(f)
+  meta = workdir_lib.load_image_info(workdir, 'gan')
   nets = GanNets(config, tuple(meta['image_shape']))
   init_state, _, _ = _state_fns(config, nets)
   state, _ = workdir_lib.restore_state(workdir, init_state, step)

@@ -12,7 +12,6 @@ and as PNG + .npz under <workdir>/samples/.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any
 
@@ -34,7 +33,6 @@ from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
-IMAGE_INFO = 'image_info.json'  # image shape and value range, for sampling without the data
 
 
 # =========================== Building blocks ===========================================
@@ -162,9 +160,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   data = images_lib.load_image_data(config.data, batch_size=tc.batch_size, seed=config.seed)
   model = make_vae(config.model, data.image_shape)
   check_data(model, data.value_range, data.eval_images)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, IMAGE_INFO), 'w') as f:
-    json.dump({'image_shape': list(data.image_shape), 'value_range': data.value_range}, f)
+  workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
 
   init_state, (tx, schedule) = _state_fns(config, model)
   loss_fn = objectives.make_loss_fn(model, beta=float(config.objective.beta))
@@ -192,12 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
 def load_workdir(workdir: str, step: int | None = None):
   """(config, model, params, value_range) of a trained VAE workdir (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'vae')
-  path = os.path.join(workdir, IMAGE_INFO)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} not found: the VAE run in {workdir!r} never built its '
-                            'task; train it first.')
-  with open(path) as f:
-    info = json.load(f)
+  info = workdir_lib.load_image_info(workdir, 'vae')
   model = make_vae(config.model, info['image_shape'])
   init_state, _ = _state_fns(config, model)
   state, _ = workdir_lib.restore_state(workdir, init_state, step)

@@ -38,6 +38,27 @@ def load_config(workdir: str, experiment: str | None = None) -> ml_collections.C
   return config
 
 
+IMAGE_INFO = 'image_info.json'
+
+
+def save_image_info(workdir: str, image_shape, value_range: str, num_classes: int = 0) -> None:
+  """What an image family needs to rebuild its model for sampling without loading the data."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, IMAGE_INFO), 'w') as f:
+    json.dump({'image_shape': list(image_shape), 'num_classes': int(num_classes),
+               'value_range': value_range}, f)
+
+
+def load_image_info(workdir: str, experiment: str) -> dict[str, Any]:
+  """{'image_shape', 'num_classes', 'value_range'} written by `save_image_info`."""
+  path = os.path.join(workdir, IMAGE_INFO)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} not found: the run in {workdir!r} never built its task; '
+                            f'train it first with experiments.{experiment}.')
+  with open(path) as f:
+    return json.load(f)
+
+
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """Scalar config fields as {'a.b.c': value}, for the TensorBoard hparams plugin."""
   out = {}

@@ -15,3 +15,11 @@ def test_config_round_trip_and_experiment_check(tmp_path):
   with pytest.raises(FileNotFoundError, match='Train first'):
     workdir.load_config(str(tmp_path / 'nope'))
   assert workdir.flat_hparams(c) == {'experiment': 'vae', 'train.num_steps': 3, 'lr': 0.1}
+
+
+def test_image_info_round_trip(tmp_path):
+  workdir.save_image_info(str(tmp_path), (28, 28, 1), '[-1,1]', num_classes=10)
+  assert workdir.load_image_info(str(tmp_path), 'gan') == {
+      'image_shape': [28, 28, 1], 'num_classes': 10, 'value_range': '[-1,1]'}
+  with pytest.raises(FileNotFoundError, match='experiments.vae'):
+    workdir.load_image_info(str(tmp_path / 'nope'), 'vae')
