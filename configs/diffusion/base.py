@@ -26,6 +26,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.unet.num_heads = 4
   c.model.unet.num_groups = 8
   c.model.unet.cond_features = 0      # 0 = 4 * features
+  c.model.unet.patch_size = 1         # >1: space-to-depth stem (convs at 1/p^2 the pixels)
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.num_timesteps = 1000
@@ -74,6 +75,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.num_examples = 1024          # held-out images for the eval loss (0 = all)
   c.eval.batch_size = 256
   c.eval.num_samples = 64             # images in the eval sample grid (0 = none)
+  image_data.add_fid_eval_fields(c.eval)  # FID/KID of samples at eval time (off)
   return c
 
 

@@ -8,6 +8,12 @@ sizes round up) and the decoder upsamples (nearest 2x, cropped to the stored ski
 concatenates skips. Self-attention runs after the blocks of the levels listed in
 `attention_levels` and in the middle. The output conv is zero-initialised, so an untrained
 model predicts 0.
+
+`patch_size` p > 1 wraps the network in space-to-depth / depth-to-space: [B, H, W, C] is
+folded into [B, H/p, W/p, p*p*C] before `conv_in` and the output unfolded back, as in
+pixel-shuffle super-resolution. The convolutions then run at 1/p^2 of the pixels (about
+p^2 times fewer FLOPs for the same widths), which is what makes a UNet trainable in minutes
+on a CPU (28x28 MNIST with p=2 runs its levels at 14 and 7).
 """
 from __future__ import annotations
 
@@ -49,6 +55,21 @@ class GroupNorm(nn.Module):
     scale = self.param('scale', nn.initializers.ones, (c,)) * jnp.repeat(inv, c // g, -1)
     shift = self.param('bias', nn.initializers.zeros, (c,)) - jnp.repeat(m1, c // g, -1) * scale
     return (x * scale[:, None, None, :] + shift[:, None, None, :]).astype(x_BHWC.dtype)
+
+
+def space_to_depth(x_BHWC, p: int):
+  """[B, H, W, C] -> [B, H/p, W/p, p*p*C]; channel order (row in patch, col in patch, C)."""
+  b, h, w, c = x_BHWC.shape
+  x = x_BHWC.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // p, w // p, p * p * c)
+
+
+def depth_to_space(x_BHWC, p: int):
+  """The inverse of space_to_depth: [B, H, W, p*p*C] -> [B, H*p, W*p, C]."""
+  b, h, w, cpp = x_BHWC.shape
+  c = cpp // (p * p)
+  x = x_BHWC.reshape(b, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h * p, w * p, c)
 
 
 def upsample2x(x_BHWC, height: int, width: int):
@@ -114,6 +135,7 @@ class UNet(nn.Module):
   num_classes: int = 0
   dropout: float = 0.0
   cond_features: int = 0      # 0 = 4 * features
+  patch_size: int = 1         # > 1: space-to-depth stem / depth-to-space output
 
   @nn.compact
   def __call__(self, x_BHWC, t_B, y_B=None, train: bool = False):
@@ -125,6 +147,13 @@ class UNet(nn.Module):
     if bad:
       raise ValueError(f'model.unet.attention_levels {bad} are not levels of '
                        f'channel_mults={tuple(self.channel_mults)}.')
+    p = int(self.patch_size)
+    if p < 1 or x_BHWC.shape[1] % p or x_BHWC.shape[2] % p:
+      raise ValueError(f'image size {x_BHWC.shape[1]}x{x_BHWC.shape[2]} is not divisible by '
+                       f'model.unet.patch_size={self.patch_size}; use a patch size (>= 1) '
+                       'that divides both sides.')
+    if p > 1:
+      x_BHWC = space_to_depth(x_BHWC, p)
     c = ConditionEmbedding(self.cond_features or 4 * self.features,
                            num_classes=self.num_classes, name='cond_embed')(t_B, y_B)
     block = lambda f, name: ResBlock(f, self.dropout, self.num_groups, name=name)
@@ -161,5 +190,6 @@ class UNet(nn.Module):
     assert not skips
 
     h = nn.silu(GroupNorm(self.num_groups)(h))
-    return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros,
-                   name='conv_out')(h)
+    out = nn.Conv(self.out_channels * p * p, (3, 3), kernel_init=nn.initializers.zeros,
+                  name='conv_out')(h)
+    return depth_to_space(out, p) if p > 1 else out

@@ -10,7 +10,7 @@ import pytest
 
 import flax.linen as nn
 
-from genai.models.unet import GroupNorm, UNet, upsample2x
+from genai.models.unet import GroupNorm, UNet, depth_to_space, space_to_depth, upsample2x
 
 TINY = dict(features=8, num_heads=2, num_groups=4)
 
@@ -69,6 +69,23 @@ def test_28x28_two_and_three_levels_conditional_and_not():
 def test_odd_size_and_rgb_output_channels():
   m = UNet(out_channels=3, channel_mults=(1, 2), attention_levels=(), **TINY)
   assert _shape(m, (2, 7, 7, 3))[0] == (2, 7, 7, 3)  # 7 -> 4 -> back to 7
+
+
+def test_space_to_depth_patch_stem():
+  x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+  y = np.asarray(space_to_depth(x, 2))
+  assert y.shape == (2, 2, 3, 12)
+  # Reference: channel vector of output cell (i, j) is the 2x2 block, row-major, C innermost.
+  np.testing.assert_array_equal(y[1, 1, 2], x[1, 2:4, 4:6].reshape(-1))
+  np.testing.assert_array_equal(depth_to_space(y, 2), x)
+  m = UNet(out_channels=1, channel_mults=(1, 2), attention_levels=(), patch_size=2, **TINY)
+  shape, n_params = _shape(m, (2, 28, 28, 1))  # convs run at 14 and 7
+  assert shape == (2, 28, 28, 1)
+  # Only conv_in and conv_out grow with the patch: (4 - 1) * 9 * 8 inputs, 9 * 8 * 3 + 3 outputs.
+  assert n_params - _shape(UNet(out_channels=1, channel_mults=(1, 2), attention_levels=(),
+                                **TINY), (2, 28, 28, 1))[1] == 3 * 9 * 8 + 9 * 8 * 3 + 3
+  with pytest.raises(ValueError, match='patch_size=3'):
+    _shape(UNet(out_channels=1, patch_size=3, **TINY), (1, 28, 28, 1))
 
 
 def test_config_errors():
