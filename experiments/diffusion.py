@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from genai.data import images as images_lib
+from genai.evaluation import sample_evaluator
 from genai.models.unet import UNet
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
@@ -236,9 +237,19 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                          clip=config.sample.clip)
   sc = config.sample
 
+  def sample_fn(state, n, rng):
+    return sampler(state['ema_params'], rng, n, sample_labels(n, num_classes),
+                   sampler=sc.sampler, steps=sc.steps, eta=sc.eta,
+                   guidance=sc.guidance if num_classes else 0.0, batch_size=n)
+
+  # FID/KID of EMA samples (the eval-grid sampler settings) when eval.fid_samples > 0.
+  fid_eval = sample_evaluator.from_config(config, sample_fn, value_range=data.value_range)
+
   def evaluate(state, step):
     results: dict[str, Any] = {'eval/loss': held_out_loss(state['ema_params']),
                                'eval/loss_raw_params': held_out_loss(state['params'])}
+    if fid_eval:
+      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
     if ec.num_samples:
       labels = sample_labels(ec.num_samples, num_classes)
       t0 = time.perf_counter()

@@ -32,6 +32,7 @@ import numpy as np
 import optax
 
 from genai.data import images as images_lib
+from genai.evaluation import sample_evaluator
 from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.objectives import gan as gan_loss
 from genai.sample import image_files
@@ -253,10 +254,16 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   real_eval = data.eval_images[:ec.num_real]
   d_logits = jax.jit(lambda s, x: nets.d(s['d_params'], s.get('d_spectral'), x)[0])
   sample_dir = os.path.join(workdir, 'samples')
+  # FID/KID of fresh samples (same G variables as the grid) when eval.fid_samples > 0.
+  fid_eval = sample_evaluator.from_config(
+      config, lambda state, n, rng: generate(variables_fn(state), nets.latents(rng, n)),
+      value_range=data.value_range)
 
   def evaluate(state, step):
     images = generate(variables_fn(state), z_eval)
     results: dict[str, Any] = {}
+    if fid_eval:
+      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
     if len(real_eval):
       results['eval/d_real_test'] = float(jnp.mean(d_logits(state, real_eval)))
       results['eval/d_fake_samples'] = float(jnp.mean(d_logits(state, images)))

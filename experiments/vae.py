@@ -12,6 +12,7 @@ and as PNG + .npz under <workdir>/samples/.
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -26,6 +27,7 @@ import numpy as np
 import optax
 
 from genai.data import images as images_lib
+from genai.evaluation import sample_evaluator
 from genai.models.vae import VAE, make_vae
 from genai.objectives import vae as objectives
 from genai.sample import image_files
@@ -115,6 +117,16 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
                      f'{ec.num_reconstructions} must both be >= 1.')
   recon_inputs = eval_images[:ec.num_reconstructions]
 
+  @functools.partial(jax.jit, static_argnums=2)
+  def prior_means(params, rng, n):
+    return objectives.decoder_mean(model, params,
+                                   jax.random.normal(rng, (n, model.cfg.latent_dim)))
+
+  # FID/KID of prior samples (decoder means) when eval.fid_samples > 0.
+  fid_eval = sample_evaluator.from_config(
+      config, lambda state, n, rng: prior_means(state['params'], rng, n),
+      value_range=value_range)
+
   def evaluate(state, step):
     params = state['params']
     rng = jax.random.key(config.seed + 1)  # The same noise at every eval: comparable curves.
@@ -138,6 +150,8 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
       iw_nll = float(np.mean(np.concatenate(iw)[:iw_n]))
       results['eval/iw_nll_nats'] = iw_nll
       results['eval/iw_nll_bits_per_dim'] = objectives.nats_to_bits_per_dim(iw_nll, num_dims)
+    if fid_eval:
+      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
     prior, recon = jax.device_get(images_step(params, recon_inputs,
                                               jax.random.fold_in(rng, 99_999)))
     cols = min(8, len(recon_inputs))

@@ -71,6 +71,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.standing_stats = 1024    # latents used to recompute G's BatchNorm statistics
                                   # for the EMA params (see experiments/gan.py)
   c.eval.num_real = 256           # test images scored by D at every eval (0 = skip)
+  image_data.add_fid_eval_fields(c.eval)  # FID/KID of samples at eval time (off)
   return c
 
 

@@ -1,7 +1,8 @@
 """FID/KID of generated samples at eval time, as a plug-in for an image experiment's evaluate.
 
-An experiment opts in through its config (`add_sample_eval_fields(config.eval)` declares
-the fields; `eval.fid_samples=0` keeps it off):
+The VAE, GAN and diffusion configs declare these fields through
+`configs/image_data.add_fid_eval_fields(config.eval)` (`eval.fid_samples=0`, the default,
+keeps it off):
   eval.fid_samples        samples generated per eval (0 = off; 10,000+ for paper numbers)
   eval.fid_features       'inception' | 'domain:WORKDIR' (domain keys come out *_domain)
   eval.fid_ref_count      reference images from data.eval_split (0 = all)
@@ -34,18 +35,6 @@ from genai.evaluation import image_metrics
 from genai.evaluation import reference_stats as ref_lib
 
 SampleFn = Callable[[Any, int, jax.Array], Any]
-
-
-def add_sample_eval_fields(eval_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Declares the eval.fid_* fields with their defaults (FID off)."""
-  eval_cfg.fid_samples = 0
-  eval_cfg.fid_features = 'inception'
-  eval_cfg.fid_ref_count = 0
-  eval_cfg.fid_batch_size = 250
-  eval_cfg.inception_weights = ''
-  eval_cfg.kid_subsets = 100
-  eval_cfg.kid_subset_size = 1000
-  return eval_cfg
 
 
 def generate_samples(sample_fn: SampleFn, state: Any, num_samples: int, rng: jax.Array,

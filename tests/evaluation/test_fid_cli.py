@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs import image_data
 from configs.classifier import digits as digits_config
 from experiments import classifier as classifier_experiment
 from genai.data import images as images_lib
@@ -174,7 +175,7 @@ def test_sample_evaluator_from_config(clf_workdir, tmp_path, monkeypatch):
   monkeypatch.setenv('GENAI_CACHE_DIR', str(tmp_path))
   config = ml_collections.ConfigDict({'seed': 0, 'data': {'source': 'embedded',
                                                           'eval_split': 'test'}})
-  config.eval = sample_evaluator.add_sample_eval_fields(ml_collections.ConfigDict())
+  config.eval = image_data.add_fid_eval_fields(ml_collections.ConfigDict())
   x, _ = images_lib.load_images(DIGITS, 'train')
   fn = _sample_fn(images_lib.preprocess(x, value_range='[-1,1]'))
   assert sample_evaluator.from_config(config, fn) is None  # fid_samples=0: off.
@@ -187,3 +188,20 @@ def test_sample_evaluator_from_config(clf_workdir, tmp_path, monkeypatch):
   assert set(out) == {'fid_domain', 'kid_domain', 'kid_domain_std'}
   assert all(np.isfinite(v) for v in out.values())
   assert list((tmp_path / 'ref_stats').glob('digits_test_n180_*.npz'))
+
+
+@pytest.mark.parametrize('family', ['vae', 'gan', 'diffusion'])
+def test_image_experiments_log_fid_at_eval(family, clf_workdir, tmp_path, monkeypatch):
+  """eval.fid_samples > 0 wires the plug-in into each image experiment's evaluate."""
+  import importlib  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv('GENAI_CACHE_DIR', str(tmp_path / 'cache'))
+  experiment = importlib.import_module(f'experiments.{family}')
+  config = importlib.import_module(f'configs.{family}.digits').get_config('runlocal')
+  config.eval.update(fid_samples=24, fid_batch_size=8, fid_ref_count=32, kid_subsets=2,
+                     kid_subset_size=8, fid_features=f'domain:{clf_workdir}')
+  task = experiment.build_task(config, str(tmp_path / 'workdir'))
+  state = jax.jit(task.init_state)(jax.random.key(0))
+  out = task.evaluate(state, 0)
+  fid = {k: v for k, v in out.items() if k.startswith('eval/') and 'domain' in k}
+  assert set(fid) == {'eval/fid_domain', 'eval/kid_domain', 'eval/kid_domain_std'}
+  assert all(np.isfinite(v) for v in fid.values())
