@@ -4,7 +4,8 @@ a sample grid and 10,000 EMA samples (.npz, uint8 [N, 28, 28, 1]) for FID.
   python -m benchmarks.gan_mnist --out_dir runs/bench/gan_mnist \
     --config configs/gan/mnist.py:path=../shared/data/mnist
 
-Runs the real experiment (experiments/gan.py) through the shared loop in a fresh workdir
+Runs the real experiment (experiments/gan.py) through the shared loop in <out_dir>/workdir
+(wiped first, kept after: `python -m experiments.gan --workdir <out_dir>/workdir --sample`)
 for `config.train.num_steps` generator steps (the budget: override with
 --config.train.num_steps=N), then samples from the EMA generator. Prints one JSON object
 (also written to <out_dir>/gan_mnist.json).
@@ -16,7 +17,6 @@ import os
 import platform
 import resource
 import shutil
-import tempfile
 import time
 
 from absl import app
@@ -29,6 +29,7 @@ from ml_collections import config_flags
 from experiments import gan
 from genai.sample import image_files
 from genai.train import loop
+from genai.train import workdir as workdir_lib
 
 DEFAULT_CONFIG = 'configs/gan/mnist.py:path=../shared/data/mnist'
 
@@ -38,7 +39,6 @@ def define_flags() -> None:
   flags.DEFINE_string('out_dir', 'runs/bench/gan_mnist', 'JSON, sample grid and .npz go here.')
   flags.DEFINE_integer('num_fid_samples', 10_000, 'EMA samples written for FID.')
   flags.DEFINE_integer('evals', 5, 'Sample grids written during training.')
-  flags.DEFINE_bool('keep_workdir', False, 'Keep the training workdir (checkpoints, TB).')
 
 
 def last_logged(workdir: str) -> dict[str, float]:
@@ -63,8 +63,10 @@ def main(argv):
   tc = config.train
   tc.eval_every = max(tc.num_steps // max(f.evals, 1), 1)
   tc.checkpoint_every = tc.num_steps  # Only the final checkpoint.
-  workdir = tempfile.mkdtemp(prefix='genai_gan_bench_')
+  workdir = os.path.join(f.out_dir, 'workdir')  # Wiped first, kept after (sampling, TB).
+  shutil.rmtree(workdir, ignore_errors=True)
   os.makedirs(f.out_dir, exist_ok=True)
+  workdir_lib.save_config(config, workdir)
 
   t0 = time.perf_counter()
   task = gan.build_task(config, workdir)
@@ -88,7 +90,7 @@ def main(argv):
   train_seconds = train_wall - eval_seconds[0]
 
   t = time.perf_counter()
-  nets = gan.GanNets(config, tuple(config_image_shape(workdir)))
+  nets = gan.GanNets(config, tuple(workdir_lib.load_image_info(workdir, 'gan')['image_shape']))
   images = gan.generate_images(nets, state, f.num_fid_samples, seed=config.seed + 100,
                                standing=config.eval.standing_stats)
   sample_seconds = time.perf_counter() - t
@@ -123,18 +125,10 @@ def main(argv):
       'machine': f'{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} '
                  f'{jax.devices()[0].platform}',
   }
-  if f.keep_workdir:
-    result['workdir'] = workdir
-  else:
-    shutil.rmtree(workdir, ignore_errors=True)
+  result['workdir'] = workdir
   with open(os.path.join(f.out_dir, 'gan_mnist.json'), 'w') as fh:
     json.dump(result, fh, indent=1)
   print(json.dumps(result, indent=1))
-
-
-def config_image_shape(workdir: str) -> list[int]:
-  with open(os.path.join(workdir, gan.DATA_META)) as fh:
-    return json.load(fh)['image_shape']
 
 
 if __name__ == '__main__':
