@@ -16,17 +16,15 @@ import json
 from typing import Any
 
 from absl import app
-from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
 from genai.data import images as images_lib
 from genai.models import classifier as classifier_lib
+from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
@@ -130,27 +128,14 @@ def test_accuracy(workdir: str) -> dict[str, float]:
 # =========================== Command line ==============================================
 
 def define_flags() -> None:
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-  flags.DEFINE_string('workdir', None, 'Where checkpoints and logs go.')
-  flags.DEFINE_bool('accuracy', False, 'Print the test accuracy of --workdir as JSON.')
+  cli.define_flags('accuracy', 'Print the test accuracy of --workdir as JSON.')
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required.')
-  if f.accuracy:
-    print(json.dumps(test_accuracy(f.workdir), indent=2))
-    return
-  if f.config is None:
-    raise app.UsageError('--config is required for training (e.g. '
-                         'configs/classifier/digits.py).')
-  train_and_evaluate(f.config, f.workdir)
+def _print_accuracy(f) -> None:
+  print(json.dumps(test_accuracy(f.workdir), indent=2))
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(cli.main(train_and_evaluate, _print_accuracy, 'configs/classifier/digits.py',
+                   action='accuracy'))

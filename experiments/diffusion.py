@@ -16,11 +16,9 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
@@ -31,6 +29,7 @@ from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
 from genai.train import ema as ema_lib
+from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
@@ -308,10 +307,7 @@ def sample(workdir: str, *, num_images: int, out: str, sampler: str | None = Non
 # =========================== Command line ==============================================
 
 def define_flags() -> None:
-  """Command-line flags; defined only when run as a program."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
-  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  cli.define_flags()
   flags.DEFINE_integer('num_images', 64, 'Images to sample.')
   flags.DEFINE_string('out', None, 'Output folder for --sample (default <workdir>/cli).')
   flags.DEFINE_enum('sampler', None, list(samplers.SAMPLERS), 'Default: config.sample.')
@@ -323,27 +319,15 @@ def define_flags() -> None:
   flags.DEFINE_integer('batch_size', 256, 'Images per sampling batch.')
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required.')
-  if f.sample:
-    out = f.out or os.path.join(f.workdir, 'cli')
-    t0 = time.perf_counter()
-    _, png, npz = sample(f.workdir, num_images=f.num_images, out=out, sampler=f.sampler,
-                         steps=f.sample_steps, eta=f.eta, guidance=f.guidance, label=f.label,
-                         seed=f.seed, batch_size=f.batch_size)
-    print(f'wrote {png} and {npz} ({f.num_images} images, {time.perf_counter() - t0:.1f} s)')
-    return
-  if f.config is None:
-    raise app.UsageError('--config is required for training (e.g. '
-                         'configs/diffusion/digits.py).')
-  train_and_evaluate(f.config, f.workdir)
+def _sample_from_flags(f) -> None:
+  out = f.out or os.path.join(f.workdir, 'cli')
+  t0 = time.perf_counter()
+  _, png, npz = sample(f.workdir, num_images=f.num_images, out=out, sampler=f.sampler,
+                       steps=f.sample_steps, eta=f.eta, guidance=f.guidance, label=f.label,
+                       seed=f.seed, batch_size=f.batch_size)
+  print(f'wrote {png} and {npz} ({f.num_images} images, {time.perf_counter() - t0:.1f} s)')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/diffusion/digits.py'))

@@ -23,11 +23,9 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
@@ -36,6 +34,7 @@ from genai.evaluation import sample_evaluator
 from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.objectives import gan as gan_loss
 from genai.sample import image_files
+from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.ema import ema_decay, ema_update
@@ -308,32 +307,18 @@ def sample(workdir: str, num_images: int, *, out: str = '', seed: int = 0,
 # =========================== Command line ==============================================
 
 def define_flags() -> None:
-  """Command-line flags; defined only when run as a program."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
-  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  cli.define_flags()
   flags.DEFINE_integer('num_images', 64, 'Images to sample.')
   flags.DEFINE_string('out', '', 'Folder for --sample output (default <workdir>/samples).')
   flags.DEFINE_string('name', 'samples', 'File name stem of --sample output.')
   flags.DEFINE_integer('seed', 0, 'Sampling seed (latents).')
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required.')
-  if f.sample:
-    png, npz = sample(f.workdir, f.num_images, out=f.out, seed=f.seed, name=f.name)
-    print(f'Wrote {png} and {npz}')
-    return
-  if f.config is None:
-    raise app.UsageError('--config is required for training (e.g. configs/gan/digits.py).')
-  train_and_evaluate(f.config, f.workdir)
+def _sample_from_flags(f) -> None:
+  png, npz = sample(f.workdir, f.num_images, out=f.out, seed=f.seed, name=f.name)
+  print(f'Wrote {png} and {npz}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/gan/digits.py'))

@@ -13,11 +13,9 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
@@ -29,6 +27,7 @@ from genai.models.transformer import Transformer, TransformerConfig
 from genai.objectives.lm import make_loss_fn
 from genai.sample.decode import generate
 from genai.train import gradients
+from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
@@ -184,11 +183,7 @@ def sample(workdir: str, prompt: str, *, num_tokens: int, num_samples: int = 1,
 # =========================== Command line ==============================================
 
 def define_flags() -> None:
-  """Command-line flags; defined only when run as a program, so importing this module
-  (tests, benchmarks, notebooks) defines no global flags."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
-  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  cli.define_flags()
   flags.DEFINE_string('prompt', '\n', 'Prompt for --sample.')
   flags.DEFINE_integer('num_tokens', 200, 'Tokens to generate.')
   flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
@@ -198,24 +193,13 @@ def define_flags() -> None:
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required.')
-  if f.sample:
-    for i, text in enumerate(sample(f.workdir, f.prompt, num_tokens=f.num_tokens,
-                                    num_samples=f.num_samples, temperature=f.temperature,
-                                    top_k=f.top_k, top_p=f.top_p, seed=f.seed)):
-      print(f'=== sample {i} ===\n{text}')
-    return
-  if f.config is None:
-    raise app.UsageError('--config is required for training (e.g. configs/lm/pydoc_char.py).')
-  train_and_evaluate(f.config, f.workdir)
+def _sample_from_flags(f) -> None:
+  for i, text in enumerate(sample(f.workdir, f.prompt, num_tokens=f.num_tokens,
+                                  num_samples=f.num_samples, temperature=f.temperature,
+                                  top_k=f.top_k, top_p=f.top_p, seed=f.seed)):
+    print(f'=== sample {i} ===\n{text}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/lm/pydoc_char.py'))

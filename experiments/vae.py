@@ -18,11 +18,9 @@ from typing import Any
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 
@@ -31,6 +29,7 @@ from genai.evaluation import sample_evaluator
 from genai.models.vae import VAE, make_vae
 from genai.objectives import vae as objectives
 from genai.sample import image_files
+from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
@@ -225,33 +224,19 @@ def sample(workdir: str, num_images: int, seed: int = 0) -> tuple[np.ndarray, st
 # =========================== Command line ==============================================
 
 def define_flags() -> None:
-  """Command-line flags; defined only when run as a program."""
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file.')
-  flags.DEFINE_string('workdir', None, 'Where checkpoints, logs and samples go.')
-  flags.DEFINE_bool('sample', False, 'Sample from --workdir instead of training.')
+  cli.define_flags()
   flags.DEFINE_integer('num_images', 64, 'Images to sample.')
   flags.DEFINE_string('out', None, 'Folder for samples.png/.npz (default <workdir>/samples).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
 
 
-def main(argv):
-  del argv
-  if not flags.FLAGS['verbosity'].present:  # orbax/clu log every save at INFO
-    logging.set_verbosity(logging.WARNING)
-  f = flags.FLAGS
-  if not f.workdir:
-    raise app.UsageError('--workdir is required.')
-  if f.sample:
-    images, value_range = sample(f.workdir, f.num_images, f.seed)
-    out = f.out or os.path.join(f.workdir, 'samples')
-    png, npz = image_files.write_samples(out, 'samples', images, value_range)
-    print(f'Wrote {len(images)} samples to {png} and {npz}')
-    return
-  if f.config is None:
-    raise app.UsageError('--config is required for training (e.g. configs/vae/digits.py).')
-  train_and_evaluate(f.config, f.workdir)
+def _sample_from_flags(f) -> None:
+  images, value_range = sample(f.workdir, f.num_images, f.seed)
+  out = f.out or os.path.join(f.workdir, 'samples')
+  png, npz = image_files.write_samples(out, 'samples', images, value_range)
+  print(f'Wrote {len(images)} samples to {png} and {npz}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/vae/digits.py'))
