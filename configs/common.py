@@ -21,3 +21,34 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     else:
       out[key] = kind(value)
   return out
+
+
+def _block(defaults: dict, overrides: dict) -> ml_collections.ConfigDict:
+  block = ml_collections.ConfigDict(defaults)
+  for key, value in overrides.items():
+    block[key] = value
+  return block
+
+
+def optimizer_config(**overrides) -> ml_collections.ConfigDict:
+  """The `optimizer` block read by genai/train/optimizers.make_optimizer (defaults + overrides).
+
+  name: 'adam' | 'adamw' | 'adabelief' | 'sgd'; weight_decay is decoupled and applied to
+  matrices only; grad_clip_norm 0 = off; schedule: 'constant' | 'cosine' | 'linear' (after
+  `warmup_steps` of linear warmup, decaying to end_learning_rate at train.num_steps).
+  """
+  return _block(dict(name='adamw', learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
+                     weight_decay=0.0, grad_clip_norm=0.0, schedule='cosine', warmup_steps=0,
+                     end_learning_rate=0.0), overrides)
+
+
+def train_config(**overrides) -> ml_collections.ConfigDict:
+  """The `train` block read by the shared loop (genai/train/loop.py); families add their own
+  keys through overrides (e.g. LM grad_accum_steps, GAN n_critic).
+
+  steps_per_call: train steps per jitted call (an unrolled lax.scan; 1 = plain). stop_after
+  > 0 stops after that many steps (pre-emption drills).
+  """
+  return _block(dict(batch_size=64, num_steps=1000, steps_per_call=1, log_every=100,
+                     eval_every=1000, checkpoint_every=1000, max_to_keep=3, stop_after=0),
+                overrides)

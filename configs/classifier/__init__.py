@@ -6,6 +6,7 @@ Each config file calls `get_base_config()`, overrides a few fields and applies
 """
 import ml_collections
 
+from configs import common
 from configs import image_data
 
 
@@ -20,28 +21,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.widths = (32, 64)          # conv widths; each stage halves the resolution
   c.model.feature_dim = 128          # the penultimate layer = the FID-domain features
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'adamw'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 1e-4
-  c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.warmup_steps = 50
-  c.optimizer.end_learning_rate = 1e-5
+  c.optimizer = common.optimizer_config(weight_decay=1e-4, grad_clip_norm=1.0, warmup_steps=50,
+                                        end_learning_rate=1e-5)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 128
-  c.train.num_steps = 1000
-  # 1: a conv step gains nothing from several steps per call on CPU, and compiles faster.
-  c.train.steps_per_call = 1
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
-  c.train.max_to_keep = 1
-  c.train.stop_after = 0
+  # 1 step per call (the default): a conv step gains nothing from more on CPU.
+  c.train = common.train_config(batch_size=128, num_steps=1000, eval_every=500,
+                                checkpoint_every=500, max_to_keep=1)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500            # the whole eval split is scored at every eval

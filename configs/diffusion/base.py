@@ -4,6 +4,7 @@ Each config file imports this, overrides a few fields and applies `runlocal` las
 """
 import ml_collections
 
+from configs import common
 from configs import image_data
 
 
@@ -49,27 +50,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sample.guidance = 0.0             # classifier-free guidance scale w
   c.sample.clip = True                # clip predicted x0 to the data range
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'adam'
-  c.optimizer.learning_rate = 5e-4
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.999
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.0
-  c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.warmup_steps = 200
-  c.optimizer.end_learning_rate = 5e-5
+  c.optimizer = common.optimizer_config(name='adam', learning_rate=5e-4, grad_clip_norm=1.0,
+                                        warmup_steps=200, end_learning_rate=5e-5)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64
-  c.train.num_steps = 5000
-  c.train.steps_per_call = 4
-  c.train.log_every = 100
-  c.train.eval_every = 1000
-  c.train.checkpoint_every = 1000
-  c.train.max_to_keep = 3
-  c.train.stop_after = 0
+  c.train = common.train_config(num_steps=5000, steps_per_call=4)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_examples = 1024          # held-out images for the eval loss (0 = all)

@@ -8,22 +8,8 @@ or WGAN-GP: --config.loss=wgan --config.gp.kind=wgan_gp --config.gp.weight=10
 """
 import ml_collections
 
+from configs import common
 from configs import image_data
-
-
-def _optimizer(lr: float, b1: float) -> ml_collections.ConfigDict:
-  o = ml_collections.ConfigDict()
-  o.name = 'adam'                 # 'adam' | 'adabelief' | 'adamw' | 'sgd'
-  o.learning_rate = lr
-  o.b1 = b1                       # DCGAN: 0.5
-  o.b2 = 0.999
-  o.eps = 1e-8
-  o.weight_decay = 0.0
-  o.grad_clip_norm = 0.0          # 0 = off
-  o.schedule = 'constant'         # 'constant' | 'cosine' | 'linear'
-  o.warmup_steps = 0
-  o.end_learning_rate = 0.0
-  return o
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -47,23 +33,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.gp.kind = 'none'              # 'none' | 'wgan_gp' (interpolates) | 'r1' (real data)
   c.gp.weight = 0.0               # wgan_gp: 10; r1: gamma / 2
 
-  c.optimizer_g = _optimizer(2e-4, 0.5)
-  c.optimizer_d = _optimizer(2e-4, 0.5)
+  # DCGAN: Adam 2e-4, beta1 0.5, constant; each network has its own optimizer.
+  c.optimizer_g = common.optimizer_config(name='adam', learning_rate=2e-4, b1=0.5,
+                                          schedule='constant')
+  c.optimizer_d = common.optimizer_config(name='adam', learning_rate=2e-4, b1=0.5,
+                                          schedule='constant')
 
   c.ema = ml_collections.ConfigDict()
   c.ema.decay = 0.999             # EMA of generator params, used for every sample
   c.ema.warmup = True             # decay ramps as (1 + step) / (10 + step)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 64         # per D step; the loader draws n_critic * batch_size
-  c.train.n_critic = 1            # D updates (each on fresh real data) per G update
-  c.train.num_steps = 5000        # G updates
-  c.train.steps_per_call = 4
-  c.train.log_every = 100
-  c.train.eval_every = 1000
-  c.train.checkpoint_every = 1000
-  c.train.max_to_keep = 3
-  c.train.stop_after = 0          # >0: stop after this many steps (pre-emption drills)
+  # batch_size is per D step (the loader draws n_critic * batch_size); num_steps counts G
+  # updates; n_critic D updates (each on fresh real data) per G update.
+  c.train = common.train_config(n_critic=1, num_steps=5000, steps_per_call=4)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 64         # grid of EMA samples from fixed noise at every eval

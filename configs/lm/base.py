@@ -4,6 +4,8 @@ Each config file imports this, overrides a few fields and applies `runlocal` las
 """
 import ml_collections
 
+from configs import common
+
 
 def _optional(kind):
   """A None default that `--config.x=value` can still override with a `kind` value."""
@@ -44,28 +46,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.dtype = 'float32'
 
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = 'adamw'
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.b1 = 0.9
-  c.optimizer.b2 = 0.99
-  c.optimizer.eps = 1e-8
-  c.optimizer.weight_decay = 0.1
-  c.optimizer.grad_clip_norm = 1.0
-  c.optimizer.schedule = 'cosine'
-  c.optimizer.warmup_steps = 100
-  c.optimizer.end_learning_rate = 1e-4
+  c.optimizer = common.optimizer_config(
+      b2=0.99, weight_decay=0.1, grad_clip_norm=1.0, warmup_steps=100, end_learning_rate=1e-4)
 
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 12
-  c.train.num_steps = 2000
-  c.train.grad_accum_steps = 1
-  c.train.steps_per_call = 8          # train steps per jitted call (lax.scan); 1 = plain
-  c.train.log_every = 100
-  c.train.eval_every = 500
-  c.train.checkpoint_every = 500
-  c.train.max_to_keep = 3
-  c.train.stop_after = 0              # >0: stop after this many steps (pre-emption drills)
+  c.train = common.train_config(batch_size=12, num_steps=2000, grad_accum_steps=1,
+                                steps_per_call=8, eval_every=500, checkpoint_every=500)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
