@@ -42,6 +42,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.d_model = 128
   c.model.num_kv_heads = _optional(int)  # None = num_heads; fewer = grouped-query attention
   c.model.d_ff = _optional(int)          # None = 4*d_model (gelu) or ~8/3*d_model (swiglu)
+  c.model.mlp = _optional(str)          # None = the arch default (gpt2: gelu, llama: swiglu);
+                                         # 'gelu_erf' = exact GELU (nanoGPT, torch nn.GELU)
   c.model.use_bias = _optional(bool)     # None = the arch default (gpt2: True, llama: False)
   c.model.dropout = 0.0
   c.model.dtype = 'float32'

@@ -44,7 +44,7 @@ class TransformerConfig:
   arch: str = 'gpt2'
   positions: str | None = None         # 'learned' | 'rope'
   norm: str | None = None              # 'layernorm' | 'rmsnorm'
-  mlp: str | None = None               # 'gelu' | 'swiglu'
+  mlp: str | None = None               # 'gelu' (tanh, GPT-2) | 'gelu_erf' (exact, nanoGPT) | 'swiglu'
   use_bias: bool | None = None
   tie_embeddings: bool | None = None
   norm_eps: float = 1e-5
@@ -61,14 +61,14 @@ class TransformerConfig:
     if self.num_kv_heads is None:
       object.__setattr__(self, 'num_kv_heads', self.num_heads)
     if self.d_ff is None:
-      d_ff = 4 * self.d_model if self.mlp == 'gelu' else 64 * math.ceil(8 * self.d_model / 3 / 64)
+      d_ff = 4 * self.d_model if self.mlp != 'swiglu' else 64 * math.ceil(8 * self.d_model / 3 / 64)
       object.__setattr__(self, 'd_ff', d_ff)
     if self.d_model % self.num_heads:
       raise ValueError(f'model.d_model={self.d_model} must be divisible by model.num_heads={self.num_heads}.')
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f'model.num_heads={self.num_heads} must be divisible by '
                        f'model.num_kv_heads={self.num_kv_heads}.')
-    checks = dict(positions=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
+    checks = dict(positions=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'gelu_erf', 'swiglu'))
     for k, allowed in checks.items():
       if getattr(self, k) not in allowed:
         raise ValueError(f'model.{k}={getattr(self, k)!r} is unknown; use one of {allowed}.')
@@ -199,7 +199,8 @@ class Mlp(nn.Module):
       h_BTF = nn.silu(gate) * up
     else:
       h_BTF = nn.gelu(nn.Dense(cfg.d_ff, use_bias=cfg.use_bias, kernel_init=init,
-                               dtype=x_BTC.dtype, name='fc_in')(x_BTC), approximate=True)
+                               dtype=x_BTC.dtype, name='fc_in')(x_BTC),
+                      approximate=cfg.mlp == 'gelu')
     return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init, dtype=x_BTC.dtype,
                     name='fc_out')(h_BTF)
 
