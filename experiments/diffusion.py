@@ -242,13 +242,14 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                    guidance=sc.guidance if num_classes else 0.0, batch_size=n)
 
   # FID/KID of EMA samples (the eval-grid sampler settings) when eval.fid_samples > 0.
-  fid_eval = sample_evaluator.from_config(config, sample_fn, value_range=data.value_range)
+  fid_eval = sample_evaluator.from_config(config, sample_fn, value_range=data.value_range,
+                                          key_prefix='eval/')
 
   def evaluate(state, step):
     results: dict[str, Any] = {'eval/loss': held_out_loss(state['ema_params']),
                                'eval/loss_raw_params': held_out_loss(state['params'])}
     if fid_eval:
-      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
+      results.update(fid_eval(state, step))
     if ec.num_samples:
       labels = sample_labels(ec.num_samples, num_classes)
       t0 = time.perf_counter()

@@ -256,13 +256,13 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   # FID/KID of fresh samples (same G variables as the grid) when eval.fid_samples > 0.
   fid_eval = sample_evaluator.from_config(
       config, lambda state, n, rng: generate(variables_fn(state), nets.latents(rng, n)),
-      value_range=data.value_range)
+      value_range=data.value_range, key_prefix='eval/')
 
   def evaluate(state, step):
     images = generate(variables_fn(state), z_eval)
     results: dict[str, Any] = {}
     if fid_eval:
-      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
+      results.update(fid_eval(state, step))
     if len(real_eval):
       results['eval/d_real_test'] = float(jnp.mean(d_logits(state, real_eval)))
       results['eval/d_fake_samples'] = float(jnp.mean(d_logits(state, images)))

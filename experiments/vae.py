@@ -124,7 +124,7 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
   # FID/KID of prior samples (decoder means) when eval.fid_samples > 0.
   fid_eval = sample_evaluator.from_config(
       config, lambda state, n, rng: prior_means(state['params'], rng, n),
-      value_range=value_range)
+      value_range=value_range, key_prefix='eval/')
 
   def evaluate(state, step):
     params = state['params']
@@ -150,7 +150,7 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
       results['eval/iw_nll_nats'] = iw_nll
       results['eval/iw_nll_bits_per_dim'] = objectives.nats_to_bits_per_dim(iw_nll, num_dims)
     if fid_eval:
-      results.update({f'eval/{k}': v for k, v in fid_eval(state, step).items()})
+      results.update(fid_eval(state, step))
     prior, recon = jax.device_get(images_step(params, recon_inputs,
                                               jax.random.fold_in(rng, 99_999)))
     cols = min(8, len(recon_inputs))

@@ -89,9 +89,11 @@ def make_sample_evaluator(sample_fn: SampleFn, extractor: ref_lib.FeatureExtract
 
 def from_config(config: ml_collections.ConfigDict, sample_fn: SampleFn, *,
                 value_range: str | None = None,
-                print_fn: Callable[[str], None] | None = print
+                print_fn: Callable[[str], None] | None = print, key_prefix: str = ''
                 ) -> Callable[[Any, int], dict[str, float]] | None:
   """The evaluator an experiment's config asks for, or None when eval.fid_samples is 0/unset.
+
+  `key_prefix` is prepended to every result key (the experiments pass 'eval/').
 
   The reference is the experiment's own data (config.data, its eval split and image size);
   its statistics are cached (reference_stats.get_reference_stats) so only the first run
@@ -106,8 +108,11 @@ def from_config(config: ml_collections.ConfigDict, sample_fn: SampleFn, *,
   ref = ref_lib.reference_from_data_config(config.data)
   stats = ref_lib.get_reference_stats(ref, extractor, count=int(ec.get('fid_ref_count', 0)),
                                       print_fn=print_fn or (lambda s: None))
-  return make_sample_evaluator(
+  evaluate = make_sample_evaluator(
       sample_fn, extractor, stats, num_samples,
       batch_size=int(ec.get('fid_batch_size', 250)), value_range=value_range,
       seed=int(config.get('seed', 0)) + 2, kid_subsets=int(ec.get('kid_subsets', 100)),
       kid_subset_size=int(ec.get('kid_subset_size', 1000)), print_fn=print_fn)
+  if not key_prefix:
+    return evaluate
+  return lambda state, step: {key_prefix + k: v for k, v in evaluate(state, step).items()}
