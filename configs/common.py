@@ -52,3 +52,18 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   return _block(dict(batch_size=64, num_steps=1000, steps_per_call=1, log_every=100,
                      eval_every=1000, checkpoint_every=1000, max_to_keep=3, stop_after=0),
                 overrides)
+
+
+def parallel_config(**overrides) -> ml_collections.ConfigDict:
+  """The `parallel` block read by genai/parallel (mesh, sharding rules, multi-host start-up).
+
+  data/fsdp/tensor: mesh axis sizes; -1 = every device the others leave (default: pure
+  data parallelism). The global `train.batch_size` is split over data x fsdp. num_devices
+  0 = all. rules: extra (logical axis, mesh axes) pairs that take priority over
+  genai/parallel/sharding.DEFAULT_RULES. distributed: 'auto' | 'on' | 'off' (see
+  genai/parallel/distributed.py); coordinator_address/num_processes/process_id only where
+  no cluster sets them. peak_flops_per_device: for MFU (0 = the table for known GPUs/TPUs).
+  """
+  return _block(dict(data=-1, fsdp=1, tensor=1, num_devices=0, rules=(), distributed='auto',
+                     coordinator_address='', num_processes=0, process_id=-1,
+                     cpu_collectives='gloo', peak_flops_per_device=0.0), overrides)

@@ -24,6 +24,7 @@ import optax
 
 from genai.data import images as images_lib
 from genai.models import classifier as classifier_lib
+from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
@@ -76,7 +77,7 @@ def _state_fns(config, model, image_shape):
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=tc.batch_size, seed=config.seed)
+  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   if data.eval_labels is None:
     raise ValueError('the classifier needs labels; the eval split has none. Use a labelled '
                      'dataset (a folder needs one subfolder per class).')

@@ -28,6 +28,7 @@ from genai.models.unet import UNet
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
+from genai.parallel import mesh as mesh_lib
 from genai.train import ema as ema_lib
 from genai.train import cli
 from genai.train import loop
@@ -182,7 +183,7 @@ def _loss_fn(model, sched, config, num_classes, *, train: bool):
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc, ec = config.train, config.eval
-  data = images_lib.load_image_data(config.data, batch_size=tc.batch_size, seed=config.seed)
+  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   images_lib.check_value_range(data.eval_images, data.value_range)
   num_classes = resolve_num_classes(config, data.num_classes)
   image_shape = data.image_shape

@@ -34,6 +34,7 @@ from genai.evaluation import sample_evaluator
 from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.objectives import gan as gan_loss
 from genai.sample import image_files
+from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
@@ -239,7 +240,7 @@ def generate_images(nets: GanNets, state, num_images: int, *, seed: int, use_ema
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   check_config(config)
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=tc.batch_size * tc.n_critic,
+  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size * tc.n_critic),
                                     seed=config.seed)
   nets = GanNets(config, data.image_shape)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)

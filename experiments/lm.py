@@ -26,6 +26,7 @@ from genai.evaluation import text_metrics
 from genai.models.transformer import Transformer, TransformerConfig
 from genai.objectives.lm import make_loss_fn
 from genai.sample.decode import generate
+from genai.parallel import mesh as mesh_lib
 from genai.train import gradients
 from genai.train import cli
 from genai.train import loop
@@ -103,7 +104,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
   block = config.data.block_size
   train_iter = sequences.make_train_iterator(
-      train_tokens, block_size=block, batch_size=tc.batch_size,
+      train_tokens, block_size=block, batch_size=mesh_lib.local_batch_size(tc.batch_size),
       stride=config.data.get('stride') or block, seed=config.seed)
   model = make_model(config, tokenizer.vocab_size)
   init_state, (tx, schedule) = _state_fns(config, model)
@@ -148,7 +149,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=train_iter,
                    evaluate=evaluate, tokens_per_step=tc.batch_size * block,
-                   examples_per_step=tc.batch_size)
+                   examples_per_step=tc.batch_size,
+                   flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

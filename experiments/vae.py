@@ -29,6 +29,7 @@ from genai.evaluation import sample_evaluator
 from genai.models.vae import VAE, make_vae
 from genai.objectives import vae as objectives
 from genai.sample import image_files
+from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
@@ -170,7 +171,7 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=tc.batch_size, seed=config.seed)
+  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   model = make_vae(config.model, data.image_shape)
   check_data(model, data.value_range, data.eval_images)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)

@@ -24,6 +24,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optimizer = common.optimizer_config(weight_decay=1e-4, grad_clip_norm=1.0, warmup_steps=50,
                                         end_learning_rate=1e-5)
 
+  c.parallel = common.parallel_config()
   # 1 step per call (the default): a conv step gains nothing from more on CPU.
   c.train = common.train_config(batch_size=128, num_steps=1000, eval_every=500,
                                 checkpoint_every=500, max_to_keep=1)

@@ -45,6 +45,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   # batch_size is per D step (the loader draws n_critic * batch_size); num_steps counts G
   # updates; n_critic D updates (each on fresh real data) per G update.
+  c.parallel = common.parallel_config()
   c.train = common.train_config(n_critic=1, num_steps=5000, steps_per_call=4)
 
   c.eval = ml_collections.ConfigDict()

@@ -46,11 +46,14 @@ def get_base_config() -> ml_collections.ConfigDict:
                                          # 'gelu_erf' = exact GELU (nanoGPT, torch nn.GELU)
   c.model.use_bias = _optional(bool)     # None = the arch default (gpt2: True, llama: False)
   c.model.dropout = 0.0
-  c.model.dtype = 'float32'
+  c.model.dtype = 'float32'            # compute dtype ('bfloat16' on GPU/TPU); params stay float32
+  c.model.remat = 'none'               # 'none' | 'full' | 'dots' | 'dots_no_batch'
+  c.model.scan_layers = False          # nn.scan over layers (compile time independent of depth)
 
   c.optimizer = common.optimizer_config(
       b2=0.99, weight_decay=0.1, grad_clip_norm=1.0, warmup_steps=100, end_learning_rate=1e-4)
 
+  c.parallel = common.parallel_config()
   c.train = common.train_config(batch_size=12, num_steps=2000, grad_accum_steps=1,
                                 steps_per_call=8, eval_every=500, checkpoint_every=500)
 

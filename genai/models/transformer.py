@@ -10,6 +10,12 @@ Every choice can also be overridden field by field (e.g. a Llama with untied hea
 The KV cache is an explicit pytree passed in and returned (no mutable collections),
 so one jitted function serves prefill and decode, and each batch row carries its
 own positions (what continuous batching needs).
+
+Every parameter names its axes for sharding (`nn.with_logical_partitioning`): 'embed'
+(model width), 'heads'/'kv_heads'/'head_dim', 'mlp', 'vocab', 'norm', and 'layers' for the
+stacked weights of `scan_layers=True`. genai/parallel/sharding.py maps them to mesh axes.
+The fused q/k/v kernel is laid out [C, K, G + 2, D] (per KV head: its G query heads, then
+its key and value), so splitting K over devices keeps whole attention groups together.
 """
 from __future__ import annotations
 
@@ -29,6 +35,20 @@ _ARCH_DEFAULTS = {
     'llama': dict(positions='rope', norm='rmsnorm', mlp='swiglu', use_bias=False,
                   tie_embeddings=False),
 }
+
+
+# What a rematerialised layer saves for the backward pass (everything else is recomputed).
+_REMAT_POLICIES = {
+    'none': None,
+    'full': jax.checkpoint_policies.nothing_saveable,
+    'dots': jax.checkpoint_policies.checkpoint_dots,
+    'dots_no_batch': jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _init(init, *names):
+  """An initialiser that also names its parameter's axes for sharding."""
+  return nn.with_logical_partitioning(init, names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +71,9 @@ class TransformerConfig:
   rope_theta: float = 10000.0
   dropout: float = 0.0                 # Embedding, attention-prob and residual dropout.
   dtype: str = 'float32'               # Compute dtype; params stay float32.
+  remat: str = 'none'                  # 'none' | 'full' | 'dots' | 'dots_no_batch': what a
+                                       # layer keeps for backward (nn.remat policies).
+  scan_layers: bool = False            # nn.scan over layers: one compiled layer, stacked params.
 
   def __post_init__(self):
     if self.arch not in _ARCH_DEFAULTS:
@@ -68,7 +91,8 @@ class TransformerConfig:
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f'model.num_heads={self.num_heads} must be divisible by '
                        f'model.num_kv_heads={self.num_kv_heads}.')
-    checks = dict(positions=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'gelu_erf', 'swiglu'))
+    checks = dict(positions=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
+                  mlp=('gelu', 'gelu_erf', 'swiglu'), remat=tuple(_REMAT_POLICIES))
     for k, allowed in checks.items():
       if getattr(self, k) not in allowed:
         raise ValueError(f'model.{k}={getattr(self, k)!r} is unknown; use one of {allowed}.')
@@ -121,9 +145,12 @@ def _rope(x_BTHD: Array, positions_BT: Array, theta: float) -> Array:
 
 
 def _norm(cfg: TransformerConfig, name: str) -> nn.Module:
+  scale = _init(nn.initializers.ones, 'norm')
   if cfg.norm == 'rmsnorm':
-    return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), name=name)
+    return nn.RMSNorm(epsilon=cfg.norm_eps, dtype=jnp.dtype(cfg.dtype), scale_init=scale,
+                      name=name)
   return nn.LayerNorm(epsilon=cfg.norm_eps, use_bias=cfg.use_bias, dtype=jnp.dtype(cfg.dtype),
+                      scale_init=scale, bias_init=_init(nn.initializers.zeros, 'norm'),
                       name=name)
 
 
@@ -136,13 +163,14 @@ class Attention(nn.Module):
     h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     g = h // k
     b, t, _ = x_BTC.shape
-    init = nn.initializers.normal(0.02)
-    # One fused projection for q, k and v: fewer, larger matmuls.
-    qkv = nn.Dense((h + 2 * k) * d, use_bias=cfg.use_bias, kernel_init=init,
-                   dtype=x_BTC.dtype, name='qkv')(x_BTC)
-    q_BTHD = qkv[..., :h * d].reshape(b, t, h, d)
-    k_BTKD = qkv[..., h * d:(h + k) * d].reshape(b, t, k, d)
-    v_BTKD = qkv[..., (h + k) * d:].reshape(b, t, k, d)
+    # One fused projection for q, k and v (one larger matmul), grouped by KV head.
+    qkv_BTKJD = nn.DenseGeneral(
+        (k, g + 2, d), use_bias=cfg.use_bias, dtype=x_BTC.dtype, name='qkv',
+        kernel_init=_init(nn.initializers.normal(0.02), 'embed', 'kv_heads', None, 'head_dim'),
+        bias_init=_init(nn.initializers.zeros, 'kv_heads', None, 'head_dim'))(x_BTC)
+    q_BTHD = qkv_BTKJD[:, :, :, :g].reshape(b, t, h, d)
+    k_BTKD = qkv_BTKJD[:, :, :, g]
+    v_BTKD = qkv_BTKJD[:, :, :, g + 1]
     if cfg.positions == 'rope':
       q_BTHD = _rope(q_BTHD, positions_BT, cfg.rope_theta)
       k_BTKD = _rope(k_BTKD, positions_BT, cfg.rope_theta)
@@ -179,7 +207,8 @@ class Attention(nn.Module):
   def _out(self, y_BTC):
     cfg = self.config
     out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
-    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init,
+    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=_init(out_init, 'heads', 'embed'),
+                    bias_init=_init(nn.initializers.zeros, 'embed'),
                     dtype=y_BTC.dtype, name='out')(y_BTC)
 
 
@@ -192,29 +221,35 @@ class Mlp(nn.Module):
     init = nn.initializers.normal(0.02)
     out_init = nn.initializers.normal(0.02 / math.sqrt(2 * cfg.num_layers))
     if cfg.mlp == 'swiglu':
-      # Gate and up projections fused into one matmul.
-      gu = nn.Dense(2 * cfg.d_ff, use_bias=cfg.use_bias, kernel_init=init, dtype=x_BTC.dtype,
-                    name='fc_in')(x_BTC)
-      gate, up = jnp.split(gu, 2, axis=-1)
-      h_BTF = nn.silu(gate) * up
+      # Gate and up projections fused into one matmul, kernel [C, 2, F].
+      gu_BT2F = nn.DenseGeneral(
+          (2, cfg.d_ff), use_bias=cfg.use_bias, dtype=x_BTC.dtype, name='fc_in',
+          kernel_init=_init(init, 'embed', None, 'mlp'),
+          bias_init=_init(nn.initializers.zeros, None, 'mlp'))(x_BTC)
+      h_BTF = nn.silu(gu_BT2F[:, :, 0]) * gu_BT2F[:, :, 1]
     else:
-      h_BTF = nn.gelu(nn.Dense(cfg.d_ff, use_bias=cfg.use_bias, kernel_init=init,
+      h_BTF = nn.gelu(nn.Dense(cfg.d_ff, use_bias=cfg.use_bias, kernel_init=_init(init, 'embed', 'mlp'),
+                               bias_init=_init(nn.initializers.zeros, 'mlp'),
                                dtype=x_BTC.dtype, name='fc_in')(x_BTC),
                       approximate=cfg.mlp == 'gelu')
-    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=out_init, dtype=x_BTC.dtype,
+    return nn.Dense(cfg.d_model, use_bias=cfg.use_bias, kernel_init=_init(out_init, 'mlp', 'embed'),
+                    bias_init=_init(nn.initializers.zeros, 'embed'), dtype=x_BTC.dtype,
                     name='fc_out')(h_BTF)
 
 
 class Block(nn.Module):
+  """One pre-norm layer: (x, positions, this layer's (k, v) cache or None) -> (x, new kv)."""
   config: TransformerConfig
+  deterministic: bool = True
+  causal_arange: bool = False
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False):
-    cfg = self.config
+  def __call__(self, x_BTC, positions_BT, cache_kv):
+    cfg, deterministic = self.config, self.deterministic
     drop = nn.Dropout(cfg.dropout)
     y, new_kv = Attention(cfg, name='attn')(
         _norm(cfg, 'attn_norm')(x_BTC),
-        positions_BT, cache_kv, deterministic, causal_arange)
+        positions_BT, cache_kv, deterministic, self.causal_arange)
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
     y = Mlp(cfg, name='mlp')(_norm(cfg, 'mlp_norm')(x_BTC))
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
@@ -234,12 +269,12 @@ class Transformer(nn.Module):
     causal_arange = positions_BT is None  # plain causal LM over positions 0..T-1
     if causal_arange:
       positions_BT = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    embed = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=nn.initializers.normal(0.02),
-                     name='embed')
+    embed = nn.Embed(cfg.vocab_size, cfg.d_model, name='embed',
+                     embedding_init=_init(nn.initializers.normal(0.02), 'vocab', 'embed'))
     x_BTC = embed(tokens_BT).astype(dtype)
     if cfg.positions == 'learned':
-      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, embedding_init=nn.initializers.normal(0.02),
-                           name='pos_embed')
+      pos_embed = nn.Embed(cfg.max_len, cfg.d_model, name='pos_embed',
+                           embedding_init=_init(nn.initializers.normal(0.02), None, 'embed'))
       if causal_arange:
         # A slice, not a gather: its gradient is a sum over the batch rather than a
         # scatter-add (which XLA CPU runs as one slow serial fusion).
@@ -248,21 +283,33 @@ class Transformer(nn.Module):
         x_BTC = x_BTC + pos_embed(positions_BT).astype(dtype)
     x_BTC = nn.Dropout(cfg.dropout)(x_BTC, deterministic=deterministic)
 
-    new_k, new_v = [], []
-    for i in range(cfg.num_layers):
-      layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
-      x_BTC, kv = Block(cfg, name=f'layer_{i}')(x_BTC, positions_BT, layer_kv, deterministic,
-                                                causal_arange)
-      if kv is not None:
-        new_k.append(kv[0])
-        new_v.append(kv[1])
+    block = Block
+    if cfg.remat != 'none':
+      block = nn.remat(Block, policy=_REMAT_POLICIES[cfg.remat], prevent_cse=not cfg.scan_layers)
+    if cfg.scan_layers:
+      # One traced layer applied L times: compile time independent of depth. Params and
+      # the cache carry a leading 'layers' axis.
+      layers = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                       in_axes=(nn.broadcast, 0), length=cfg.num_layers,
+                       metadata_params={nn.PARTITION_NAME: 'layers'})
+      cache_kv = None if cache is None else (cache['k'], cache['v'])
+      x_BTC, kv = layers(cfg, deterministic, causal_arange, name='layers')(
+          x_BTC, positions_BT, cache_kv)
+      new_cache = None if cache is None else {'k': kv[0], 'v': kv[1]}
+    else:
+      new_k, new_v = [], []
+      for i in range(cfg.num_layers):
+        layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
+        x_BTC, kv = block(cfg, deterministic, causal_arange, name=f'layer_{i}')(
+            x_BTC, positions_BT, layer_kv)
+        if kv is not None:
+          new_k.append(kv[0])
+          new_v.append(kv[1])
+      new_cache = None if cache is None else {'k': jnp.stack(new_k), 'v': jnp.stack(new_v)}
     x_BTC = _norm(cfg, 'final_norm')(x_BTC)
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTC)
     else:
-      logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, kernel_init=nn.initializers.normal(0.02),
-                            dtype=dtype, name='lm_head')(x_BTC)
-    logits_BTV = logits_BTV.astype(jnp.float32)
-    if cache is None:
-      return logits_BTV, None
-    return logits_BTV, {'k': jnp.stack(new_k), 'v': jnp.stack(new_v)}
+      logits_BTV = nn.Dense(cfg.vocab_size, use_bias=False, dtype=dtype, name='lm_head',
+                            kernel_init=_init(nn.initializers.normal(0.02), 'embed', 'vocab'))(x_BTC)
+    return logits_BTV.astype(jnp.float32), new_cache

@@ -23,7 +23,11 @@ def value_and_grad(loss_fn: Callable[..., tuple[jax.Array, Any]], params: Any, b
     if x.shape[0] % num_microbatches:
       raise ValueError(f'Batch size {x.shape[0]} is not divisible by '
                        f'train.grad_accum_steps={num_microbatches}.')
-    return x.reshape(num_microbatches, x.shape[0] // num_microbatches, *x.shape[1:])
+    # Strided: micro-batch i is rows i, i+k, i+2k, ... With the batch split over devices in
+    # contiguous blocks, every device then holds its share of every micro-batch, and no
+    # data moves between devices.
+    x = x.reshape(x.shape[0] // num_microbatches, num_microbatches, *x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
 
   micro = jax.tree.map(split, batch)
 

@@ -13,6 +13,9 @@ from typing import Any, Callable
 import jax
 import ml_collections
 
+from genai.parallel import distributed
+from genai.parallel import mesh as mesh_lib
+from genai.parallel import sharding
 from genai.train import loop
 from genai.train.checkpoints import Checkpointer
 
@@ -75,16 +78,25 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        build_task: Callable[[ml_collections.ConfigDict, str], loop.Task]) -> Any:
-  """Saves the config, builds the family's Task and trains it with `config.train`."""
-  save_config(config, workdir)
-  task = build_task(config, workdir)
+        build_task: Callable[[ml_collections.ConfigDict, str], loop.Task],
+        print_fn: Callable[[str], None] = print) -> Any:
+  """Starts the multi-host runtime if configured, builds the mesh, saves the config, builds
+  the family's Task and trains it with `config.train` on that mesh."""
+  pc = config.get('parallel')
+  distributed.initialize(pc)  # Before anything touches a device.
+  mesh = mesh_lib.make_mesh(pc)
   tc = config.train
+  mesh_lib.local_batch_size(tc.batch_size, mesh)  # A clear error before any data loads.
+  if jax.process_index() == 0:
+    save_config(config, workdir)
+  task = build_task(config, workdir)
   return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
                     log_every=tc.log_every, eval_every=tc.eval_every,
                     checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
                     steps_per_call=tc.get('steps_per_call', 1),
-                    hparams=flat_hparams(config), stop_after=tc.get('stop_after') or None)
+                    hparams=flat_hparams(config), stop_after=tc.get('stop_after') or None,
+                    mesh=mesh, rules=sharding.rules_from_config(pc), print_fn=print_fn,
+                    peak_flops_per_device=float((pc or {}).get('peak_flops_per_device', 0.0)))
 
 
 def restore_state(workdir: str, init_state: Callable[[jax.Array], Any],
@@ -100,7 +112,8 @@ def restore_state(workdir: str, init_state: Callable[[jax.Array], Any],
     step = ckpt.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first.')
-    abstract = jax.eval_shape(init_state, jax.random.key(0))
+    # Onto this process's devices, whatever topology wrote it (e.g. a GPU run read on CPU).
+    abstract = sharding.abstract_state(init_state, mesh_lib.make_mesh(), sharding.DEFAULT_RULES)
     state, _ = ckpt.restore(step, abstract)
   finally:
     ckpt.close()

@@ -12,7 +12,6 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import vae
-from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.checkpoints import Checkpointer
 

@@ -1,6 +1,7 @@
 """Transformer LM: numpy reference forward pass, KV-cache parity, config errors."""
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,10 +51,12 @@ def reference_forward(cfg, params, tokens):
     for i in range(cfg.num_layers):
       lp = p[f'layer_{i}']
       a = norm(x, lp['attn_norm'], cfg.norm_eps)
-      qkv = _dense(a, lp['attn']['qkv'])
-      q = qkv[:, :h * d].reshape(t, h, d)
-      kk = qkv[:, h * d:(h + k) * d].reshape(t, k, d)
-      v = qkv[:, (h + k) * d:].reshape(t, k, d)
+      # Fused kernel [C, K, G + 2, D]: per KV head, its G query heads, its key, its value.
+      qkv = np.einsum('tc,ckjd->tkjd', a, lp['attn']['qkv']['kernel'])
+      qkv = qkv + lp['attn']['qkv'].get('bias', 0)
+      g = h // k
+      q = qkv[:, :, :g].reshape(t, h, d)
+      kk, v = qkv[:, :, g], qkv[:, :, g + 1]
       if cfg.positions == 'rope':
         q, kk = _rope_np(q, cfg.rope_theta), _rope_np(kk, cfg.rope_theta)
       heads = []
@@ -67,8 +70,9 @@ def reference_forward(cfg, params, tokens):
       x = x + _dense(np.concatenate(heads, -1), lp['attn']['out'])
       m = norm(x, lp['mlp_norm'], cfg.norm_eps)
       if cfg.mlp == 'swiglu':
-        gu = _dense(m, lp['mlp']['fc_in'])
-        gate, up = gu[:, :cfg.d_ff], gu[:, cfg.d_ff:]
+        gu = np.einsum('tc,cjf->tjf', m, lp['mlp']['fc_in']['kernel'])
+        gu = gu + lp['mlp']['fc_in'].get('bias', 0)
+        gate, up = gu[:, 0], gu[:, 1]
         hid = gate / (1 + np.exp(-gate)) * up
       elif cfg.mlp == 'gelu_erf':
         u = _dense(m, lp['mlp']['fc_in'])
@@ -97,7 +101,7 @@ CONFIGS = {
 def _init(cfg, seed=0, t=12, b=2):
   model = Transformer(cfg)
   tokens = jax.random.randint(jax.random.key(seed + 1), (b, t), 0, cfg.vocab_size)
-  params = model.init(jax.random.key(seed), tokens)['params']
+  params = nn.unbox(model.init(jax.random.key(seed), tokens)['params'])
   # Random norms/biases so the reference checks them too (init is ones/zeros).
   leaves, tree = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.key(seed + 2), len(leaves))
@@ -197,3 +201,69 @@ def test_gelu_erf_is_the_exact_gelu_not_the_tanh_one():
   err_tanh = np.abs(logits - reference_forward(dataclasses.replace(cfg, mlp='gelu'), params,
                                                tokens)).max()
   assert err_exact < 1e-5 < err_tanh  # measured: 7e-7 and 3e-4
+
+
+def _stack_layers(params, num_layers):
+  """Unrolled params {layer_i: ...} -> scan_layers params {layers: stacked}."""
+  out = {k: v for k, v in params.items() if not k.startswith('layer_')}
+  out['layers'] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                               *[params[f'layer_{i}'] for i in range(num_layers)])
+  return out
+
+
+@pytest.mark.parametrize('name', ['gpt2', 'llama_gqa'])
+def test_scan_layers_and_remat_equal_the_unrolled_model(name):
+  cfg = CONFIGS[name]
+  model, params, tokens = _init(cfg)
+  variants = [dataclasses.replace(cfg, scan_layers=True),
+              dataclasses.replace(cfg, remat='full'),
+              dataclasses.replace(cfg, scan_layers=True, remat='dots')]
+
+  def loss(m, p):
+    return jnp.mean(m.apply({'params': p}, tokens)[0] ** 2)
+
+  ref_loss, ref_grads = jax.value_and_grad(lambda p: loss(model, p))(params)
+  for var in variants:
+    m = Transformer(var)
+    p = _stack_layers(params, cfg.num_layers) if var.scan_layers else params
+    shapes = jax.tree.map(jnp.shape, nn.unbox(m.init(jax.random.key(0), tokens)['params']))
+    assert shapes == jax.tree.map(jnp.shape, p)
+    value, grads = jax.value_and_grad(lambda p_: loss(m, p_))(p)
+    np.testing.assert_allclose(value, ref_loss, rtol=1e-5)
+    want = _stack_layers(ref_grads, cfg.num_layers) if var.scan_layers else ref_grads
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4), grads, want)
+  # The cache path under scan equals the unrolled one.
+  m = Transformer(dataclasses.replace(cfg, scan_layers=True))
+  pos = jnp.broadcast_to(jnp.arange(12), (2, 12))
+  a, ca = model.apply({'params': params}, tokens, positions_BT=pos, cache=init_cache(cfg, 2, 16))
+  b, cb = m.apply({'params': _stack_layers(params, cfg.num_layers)}, tokens, positions_BT=pos,
+                  cache=init_cache(cfg, 2, 16))
+  np.testing.assert_allclose(a, b, atol=1e-5)
+  np.testing.assert_allclose(ca['k'], cb['k'], atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+  cfg = CONFIGS['llama_gqa']
+  model, params, tokens = _init(cfg)
+  bf = Transformer(dataclasses.replace(cfg, dtype='bfloat16'))
+  init = nn.unbox(bf.init(jax.random.key(0), tokens)['params'])
+  assert {x.dtype for x in jax.tree.leaves(init)} == {jnp.dtype(jnp.float32)}
+  a = model.apply({'params': params}, tokens)[0]
+  b = bf.apply({'params': params}, tokens)[0]
+  assert b.dtype == jnp.float32
+  err = float(jnp.abs(a - b).max() / jnp.abs(a).max())
+  assert 0 < err < 0.05  # bf16 has 8 mantissa bits
+
+
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_every_parameter_names_its_axes(name):
+  cfg = CONFIGS[name]
+  tokens = jnp.zeros((1, 4), jnp.int32)
+  for c in (cfg, dataclasses.replace(cfg, scan_layers=True)):
+    boxed = Transformer(c).init(jax.random.key(0), tokens)['params']
+    leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+    for leaf in leaves:
+      assert isinstance(leaf, nn.LogicallyPartitioned), leaf
+      assert len(leaf.names) == leaf.value.ndim
+      if c.scan_layers and leaf.value.ndim and leaf.names[0] == 'layers':
+        assert leaf.value.shape[0] == c.num_layers

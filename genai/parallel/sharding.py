@@ -1,0 +1,105 @@
+"""Shardings of the training state and of batches on a ('data', 'fsdp', 'tensor') mesh.
+
+Models name the axes of their parameters with *logical* names on the initialisers
+(`nn.with_logical_partitioning(init, ('embed', 'mlp'))`); rules map logical names to mesh
+axes. The state is created sharded: `jax.eval_shape(init)` gives the boxed abstract state,
+its logical specs become `NamedSharding`s, and `jit(init, out_shardings=...)` writes each
+shard straight to its device. Parameters without names (the image families) and scalars
+are replicated.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from genai.parallel import mesh as mesh_lib
+
+# Logical axis -> mesh axes, in priority order (flax assigns each mesh axis at most once
+# per array). Activations' batch goes over data and fsdp; weights' model dimension is
+# sharded over fsdp (ZeRO-3); heads, KV heads, MLP units and the vocabulary over tensor.
+DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
+    ('batch', mesh_lib.BATCH_AXES),
+    ('embed', 'fsdp'),
+    ('kv_heads', 'tensor'),
+    ('heads', 'tensor'),
+    ('mlp', 'tensor'),
+    ('vocab', 'tensor'),
+    ('head_dim', None),
+    ('norm', None),
+    ('layers', None),
+)
+
+
+def rules_from_config(pc: Any | None) -> tuple[tuple[str, Any], ...]:
+  """`parallel.rules` (pairs that take priority) followed by DEFAULT_RULES."""
+  extra = tuple((str(k), v if v is None or isinstance(v, str) else tuple(v))
+                for k, v in ((pc or {}).get('rules') or ()))
+  return extra + DEFAULT_RULES
+
+
+def _fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Drops mesh axes that do not divide their dimension (e.g. a 65-char vocabulary over
+  tensor=2): that dimension stays replicated instead of failing to shard."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    size = int(np.prod([mesh.shape[a] for a in names])) if names else 1
+    out.append(axes if names and dim % size == 0 else None)
+  return P(*out)
+
+
+def shardings_of(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
+  """NamedShardings for an (abstract) pytree whose leaves may be LogicallyPartitioned."""
+  specs = nn.get_partition_spec(abstract_boxed)
+  mesh_specs = nn.logical_to_mesh(specs, rules)
+  shapes = nn.unbox(abstract_boxed)
+  is_spec = lambda x: isinstance(x, P)
+  return jax.tree.map(lambda s, a: NamedSharding(mesh, _fit_spec(s, a.shape, mesh)),
+                      mesh_specs, shapes, is_leaf=is_spec)
+
+
+def sharded_init(init_state: Callable[[jax.Array], Any], mesh: Mesh, rules
+                 ) -> tuple[Callable[[jax.Array], Any], Any]:
+  """(jitted rng -> unboxed state created sharded, the state's shardings)."""
+  boxed = jax.eval_shape(init_state, jax.random.key(0))
+  shardings = shardings_of(boxed, mesh, rules)
+  init = jax.jit(lambda rng: nn.unbox(init_state(rng)), out_shardings=shardings)
+  return init, shardings
+
+
+def abstract_state(init_state: Callable[[jax.Array], Any], mesh: Mesh, rules) -> Any:
+  """ShapeDtypeStructs with shardings: what orbax restores into (any source topology)."""
+  boxed = jax.eval_shape(init_state, jax.random.key(0))
+  shardings = shardings_of(boxed, mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.unbox(boxed), shardings)
+
+
+def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
+  """Batch axis split over ('data', 'fsdp'), after `leading` unsplit axes (steps per call)."""
+  return NamedSharding(mesh, P(*([None] * leading), mesh_lib.BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local: Any, sharding: NamedSharding, batch_axis: int = 0) -> Any:
+  """One global jax.Array per leaf from this process's slice of the batch.
+
+  Each process passes its own rows (`batch_size / process_count` of them); the global
+  batch axis is `process_count` times longer. Single-process runs simply place the batch.
+  """
+  procs = jax.process_count()
+
+  def one(x):
+    x = np.asarray(x)
+    shape = list(x.shape)
+    shape[batch_axis] *= procs
+    return jax.make_array_from_process_local_data(sharding, x, tuple(shape))
+
+  return jax.tree.map(one, local)
