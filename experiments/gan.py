@@ -35,6 +35,7 @@ from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.objectives import gan as gan_loss
 from genai.sample import image_files
 from genai.parallel import mesh as mesh_lib
+from genai.parallel import per_device
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
@@ -157,12 +158,13 @@ def _state_fns(config: ml_collections.ConfigDict, nets: GanNets):
 
 def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers):
   (tx_g, sched_g), (tx_d, sched_d) = optimizers
-  b, k = config.train.batch_size, config.train.n_critic
+  k = config.train.n_critic
   kind, gp_kind, gp_weight = config.loss, config.gp.kind, float(config.gp.weight)
 
   def d_update(g_params, g_stats, carry, xs):
     d_params, d_opt, spectral = carry
     real, rng = xs
+    b = real.shape[0]  # this device's rows under train.per_device, else the global batch
     rng_z, rng_gp = jax.random.split(rng)
     fake, _ = nets.g_train(g_params, g_stats, nets.latents(rng_z, b))
 
@@ -177,6 +179,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
       return adv + gp_weight * gp, (gp, jnp.mean(r), jnp.mean(f), new_spectral)
 
     (loss, (gp, r, f, spectral)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_params)
+    grads = per_device.pmean(grads)  # identity unless train.per_device
     updates, d_opt = tx_d.update(grads, d_opt, d_params)
     d_params = optax.apply_updates(d_params, updates)
     metrics = {'d_loss': loss, 'gp': gp, 'd_real': r, 'd_fake': f,
@@ -184,7 +187,10 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
     return (d_params, d_opt, spectral), metrics
 
   def train_step(state, batch, rng):
-    real = batch['image'].reshape((k, b) + nets.image_shape)
+    b = batch['image'].shape[0] // k
+    # Strided: critic step j takes rows j, j+k, ...; with the batch split over devices in
+    # contiguous blocks, every device holds its share of every critic step's batch.
+    real = batch['image'].reshape((b, k) + nets.image_shape).swapaxes(0, 1)
     rng_d, rng_g = jax.random.split(rng)
     g_params, g_stats = state['g_params'], state.get('g_batch_stats')
     (d_params, d_opt, spectral), dm = jax.lax.scan(
@@ -199,6 +205,9 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
       return gan_loss.generator_loss(kind, logits), new_stats
 
     (g_loss, new_stats), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g_params)
+    # Per-device mode: pmap-style averaging of gradients and of BN running statistics
+    # (each device normalised with its own batch statistics).
+    grads, new_stats = per_device.pmean((grads, new_stats))
     updates, g_opt = tx_g.update(grads, state['g_opt'], g_params)
     g_params = optax.apply_updates(g_params, updates)
     step = state['step']
@@ -274,7 +283,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     return results
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
-                   evaluate=evaluate, examples_per_step=tc.batch_size * tc.n_critic)
+                   evaluate=evaluate, examples_per_step=tc.batch_size * tc.n_critic,
+                   per_device=bool(tc.get('per_device', False)))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

@@ -84,7 +84,7 @@ def bleu_of_continuations(model, params, tokenizer, rows, *, rng) -> float:
 
 # =========================== The task for the shared loop ==============================
 
-def _state_fns(config: ml_collections.ConfigDict, model: Transformer):
+def state_fns(config: ml_collections.ConfigDict, model: Transformer):
   """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
   tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
 
@@ -93,6 +93,23 @@ def _state_fns(config: ml_collections.ConfigDict, model: Transformer):
     return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
 
   return init_state, (tx, schedule)
+
+
+def make_train_step(model: Transformer, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule, grad_accum_steps: int = 1):
+  """(state, batch, rng) -> (state, metrics): one AdamW (or any optax) step on the LM loss."""
+  loss_fn = make_loss_fn(model)
+
+  def train_step(state, batch, rng):
+    (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng,
+                                                grad_accum_steps)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
+               'lr': schedule(state['step'])}
+    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+
+  return train_step
 
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -107,17 +124,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
       train_tokens, block_size=block, batch_size=mesh_lib.local_batch_size(tc.batch_size),
       stride=config.data.get('stride') or block, seed=config.seed)
   model = make_model(config, tokenizer.vocab_size)
-  init_state, (tx, schedule) = _state_fns(config, model)
-  loss_fn = make_loss_fn(model)
-  accum = int(tc.get('grad_accum_steps', 1))
-
-  def train_step(state, batch, rng):
-    (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng, accum)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
-               'lr': schedule(state['step'])}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+  init_state, (tx, schedule) = state_fns(config, model)
+  train_step = make_train_step(model, tx, schedule, int(tc.get('grad_accum_steps', 1)))
 
   ec = config.eval
   val_batches = (sequences.eval_batches(val_tokens, block_size=block,
@@ -164,7 +172,7 @@ def load_workdir(workdir: str, step: int | None = None):
   config = workdir_lib.load_config(workdir, 'lm')
   tokenizer = tokenizers.load_tokenizer(workdir)
   model = make_model(config, tokenizer.vocab_size)
-  init_state, _ = _state_fns(config, model)
+  init_state, _ = state_fns(config, model)
   state, _ = workdir_lib.restore_state(workdir, init_state, step)
   return config, model, state['params'], tokenizer
 

@@ -46,7 +46,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # batch_size is per D step (the loader draws n_critic * batch_size); num_steps counts G
   # updates; n_critic D updates (each on fresh real data) per G update.
   c.parallel = common.parallel_config()
-  c.train = common.train_config(n_critic=1, num_steps=5000, steps_per_call=4)
+  # per_device: pmap semantics on many devices (per-device BatchNorm statistics and noise,
+  # gradients averaged with genai.parallel.per_device.pmean); False = SyncBN over the
+  # global batch.
+  c.train = common.train_config(n_critic=1, num_steps=5000, steps_per_call=4, per_device=False)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_samples = 64         # grid of EMA samples from fixed noise at every eval

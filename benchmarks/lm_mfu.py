@@ -1,0 +1,122 @@
+"""Model FLOPs utilisation of the LM train step: a GPT-2-small shape on a GPU/TPU.
+
+  # On a GPU or TPU (bf16 compute, float32 params; the peak comes from the device table):
+  python -m benchmarks.lm_mfu --preset gpt2_small --batch_per_device 16
+  # On a CPU, a small shape; the peak is *measured* (a large float32 matmul), not a spec:
+  python -m benchmarks.lm_mfu --preset cpu_small
+
+Times the real LM train step (experiments.lm.make_train_step, AdamW, sharded on the
+('data', 'fsdp', 'tensor') mesh from --data/--fsdp/--tensor, all devices by default) on
+random tokens, and prints step time, tokens/s (total and per device) and MFU with
+FLOPs from `TransformerConfig.flops_per_token` (6N + 12·L·C·T per token).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import common
+from configs.lm import base
+from experiments import lm
+from genai.parallel import mesh as mesh_lib
+from genai.parallel import sharding
+from genai.train import loop
+from genai.train import throughput
+
+PRESETS = {
+    # GPT-2 small (124M): 12 layers, 12 heads, width 768, block 1024, padded vocab 50304.
+    'gpt2_small': dict(num_layers=12, num_heads=12, d_model=768, block=1024, vocab=50304,
+                       dtype='bfloat16'),
+    'cpu_small': dict(num_layers=4, num_heads=4, d_model=256, block=256, vocab=4096,
+                      dtype='float32'),
+}
+
+
+def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, reps: int = 10) -> float:
+  """FLOP/s of a large square matmul on device 0: the practical peak where no spec applies."""
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  t = time.perf_counter()
+  for _ in range(reps):
+    a = f(a) * (1.0 / n)
+  a.block_until_ready()
+  return 2 * n ** 3 * reps / (time.perf_counter() - t)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument('--preset', choices=sorted(PRESETS), default='cpu_small')
+  p.add_argument('--batch_per_device', type=int, default=4)
+  p.add_argument('--steps', type=int, default=10)
+  p.add_argument('--steps_per_call', type=int, default=1)
+  p.add_argument('--remat', default='none')
+  p.add_argument('--scan_layers', action='store_true')
+  p.add_argument('--dtype', default='')
+  p.add_argument('--data', type=int, default=-1)
+  p.add_argument('--fsdp', type=int, default=1)
+  p.add_argument('--tensor', type=int, default=1)
+  p.add_argument('--peak_flops', type=float, default=0.0, help='per device; 0 = table/measured')
+  a = p.parse_args()
+  pr = PRESETS[a.preset]
+  pc = common.parallel_config(data=a.data, fsdp=a.fsdp, tensor=a.tensor)
+  mesh = mesh_lib.make_mesh(pc)
+  n_dev = mesh.devices.size
+  batch = a.batch_per_device * n_dev
+
+  c = base.get_base_config()
+  c.model.update(num_layers=pr['num_layers'], num_heads=pr['num_heads'], d_model=pr['d_model'],
+                 dtype=a.dtype or pr['dtype'], remat=a.remat, scan_layers=a.scan_layers)
+  c.data.block_size = pr['block']
+  c.train.batch_size = batch
+  c.train.num_steps = 1000
+  model = lm.make_model(c, pr['vocab'])
+  init_state, (tx, schedule) = lm.state_fns(c, model)
+  init, shardings = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
+  state = init(jax.random.key(0))
+  step = loop.make_multi_step(lm.make_train_step(model, tx, schedule), jax.random.key(1), mesh,
+                              shardings)
+  rng = np.random.default_rng(0)
+  k = a.steps_per_call
+  tokens = rng.integers(0, pr['vocab'], (k, batch, pr['block'] + 1), dtype=np.int32)
+  batches = sharding.global_batch({'inputs': tokens[..., :-1], 'targets': tokens[..., 1:]},
+                                  sharding.batch_sharding(mesh, leading=1), batch_axis=1)
+  t0 = time.perf_counter()
+  state, m = step(state, batches, np.int32(0))
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  calls = max(1, a.steps // k)
+  t0 = time.perf_counter()
+  for i in range(calls):
+    state, m = step(state, batches, np.int32((i + 1) * k))
+  jax.block_until_ready(m)
+  sec_per_step = (time.perf_counter() - t0) / (calls * k)
+
+  tokens_per_step = batch * pr['block']
+  flops_per_step = model.config.flops_per_token(pr['block']) * tokens_per_step
+  peak = throughput.peak_flops_per_device(a.peak_flops)
+  peak_source = 'given' if a.peak_flops else 'device table (dense bf16)'
+  if not peak:
+    peak, peak_source = measured_matmul_peak(), 'measured float32 2048^2 matmul on this device'
+  out = {
+      'device': jax.devices()[0].device_kind, 'devices': n_dev, 'preset': a.preset,
+      'params': model.config.num_params(), 'dtype': c.model.dtype, 'remat': a.remat,
+      'mesh': dict(mesh.shape), 'global_batch': batch, 'block': pr['block'],
+      'compile_s': round(compile_s, 1), 'ms_per_step': round(1e3 * sec_per_step, 2),
+      'tokens_per_sec': round(tokens_per_step / sec_per_step),
+      'tokens_per_sec_per_device': round(tokens_per_step / sec_per_step / n_dev),
+      'model_tflops_per_step': round(flops_per_step / 1e12, 4),
+      'peak_tflops_per_device': round(peak / 1e12, 4), 'peak_source': peak_source,
+      'mfu': round(throughput.mfu(flops_per_step, 1 / sec_per_step, n_dev, peak), 4),
+      'final_loss': float(np.asarray(m['loss'])[-1]),
+  }
+  print(json.dumps(out, indent=1))
+
+
+if __name__ == '__main__':
+  main()
