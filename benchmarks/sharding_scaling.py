@@ -41,6 +41,7 @@ def child(args):
     c.train.batch_size = args.batch
     c.train.num_steps = args.steps
     c.train.steps_per_call = 1
+    c.optimizer.warmup_steps = 10
     c.train.log_every = args.steps // 3
     c.train.eval_every = 0
     c.train.checkpoint_every = 0

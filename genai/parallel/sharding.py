@@ -58,22 +58,27 @@ def shardings_of(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
   mesh_specs = nn.logical_to_mesh(specs, rules)
   shapes = nn.unbox(abstract_boxed)
   is_spec = lambda x: isinstance(x, P)
-  return jax.tree.map(lambda s, a: NamedSharding(mesh, _fit_spec(s, a.shape, mesh)),
-                      mesh_specs, shapes, is_leaf=is_spec)
+  # A box around an empty node (optax's MaskedNode for frozen parameters) holds no array.
+  return jax.tree.map(
+      lambda s, a: NamedSharding(mesh, _fit_spec(s, a.shape, mesh)) if hasattr(a, 'shape') else a,
+      mesh_specs, shapes, is_leaf=is_spec)
 
 
-def sharded_init(init_state: Callable[[jax.Array], Any], mesh: Mesh, rules
-                 ) -> tuple[Callable[[jax.Array], Any], Any]:
-  """(jitted rng -> unboxed state created sharded, the state's shardings)."""
-  boxed = jax.eval_shape(init_state, jax.random.key(0))
+def sharded_init(init_state: Callable[..., Any], mesh: Mesh, rules, *args
+                 ) -> tuple[Callable[..., Any], Any]:
+  """(jitted (rng, *args) -> unboxed state created sharded, the state's shardings).
+
+  `args` (e.g. pretrained weights) are passed as arguments, not captured: a jitted closure
+  would bake them into the program as constants."""
+  boxed = jax.eval_shape(init_state, jax.random.key(0), *args)
   shardings = shardings_of(boxed, mesh, rules)
-  init = jax.jit(lambda rng: nn.unbox(init_state(rng)), out_shardings=shardings)
+  init = jax.jit(lambda rng, *a: nn.unbox(init_state(rng, *a)), out_shardings=shardings)
   return init, shardings
 
 
-def abstract_state(init_state: Callable[[jax.Array], Any], mesh: Mesh, rules) -> Any:
+def abstract_state(init_state: Callable[..., Any], mesh: Mesh, rules, *args) -> Any:
   """ShapeDtypeStructs with shardings: what orbax restores into (any source topology)."""
-  boxed = jax.eval_shape(init_state, jax.random.key(0))
+  boxed = jax.eval_shape(init_state, jax.random.key(0), *args)
   shardings = shardings_of(boxed, mesh, rules)
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       nn.unbox(boxed), shardings)

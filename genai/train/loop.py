@@ -55,6 +55,8 @@ class Task:
     [N, H, W, C] as images.
   tokens_per_step / examples_per_step: global, for throughput in the logs (0 = not logged).
   flops_per_step: training FLOPs of one global step, for MFU (0 = not logged).
+  init_args: extra arguments of `init_state(rng, *init_args)` on a fresh start, e.g.
+    pretrained weights (passed to the jitted init, never baked in as constants).
   per_device: run `train_step` with pmap semantics (once per batch shard, per-device rng,
     `genai.parallel.per_device.pmean` averaging) through shard_map; see that module.
   """
@@ -65,6 +67,7 @@ class Task:
   tokens_per_step: int = 0
   examples_per_step: int = 0
   flops_per_step: float = 0.0
+  init_args: tuple = ()
   per_device: bool = False
 
 
@@ -197,17 +200,17 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
 
   # --- State: restore the newest checkpoint, or initialise. ---------------------------
   start = ckpt.latest_step()
-  init, state_shardings = sharding.sharded_init(task.init_state, mesh, rules)
+  init, state_shardings = sharding.sharded_init(task.init_state, mesh, rules, *task.init_args)
   if start is not None:
     # Restores into this run's shardings, whatever mesh or device count wrote it.
-    abstract = sharding.abstract_state(task.init_state, mesh, rules)
+    abstract = sharding.abstract_state(task.init_state, mesh, rules, *task.init_args)
     state, data_state = ckpt.restore(start, abstract)
     if data_state is not None:
       task.train_iter.set_state(data_state)
     print_fn(f'Resumed from step {start} in {ckpt.directory}')
   else:
     start = 0
-    state = init(init_rng)
+    state = init(init_rng, *task.init_args)
     if hparams and is_chief:
       writer.write_hparams(hparams)
   if start >= num_steps:
