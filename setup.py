@@ -30,12 +30,17 @@ INSTALL_REQUIRES = [
     'sacrebleu==2.6.0',
     'scikit-learn==1.9.1',   # embedded image data (load_digits)
     'pillow==13.0.0',
+    # Pretrained models: GGUF files (SmolLM2), HF tokenizers, chat templates.
+    'gguf==0.19.0',
+    'tokenizers==0.23.3',
+    'jinja2==3.1.6',
 ]
 
 EXTRAS = {
     'test': ['pytest==9.2.0'],
     # PyTorch references for parity tests and speed comparisons (CPU build).
-    'reference': ['torch==2.13.0'],
+    'reference': ['torch==2.13.0', 'transformers==5.24.0', 'accelerate==1.15.0',
+                  'safetensors==0.8.0'],
 }
 
 setup(

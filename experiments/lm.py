@@ -7,12 +7,14 @@ Sample from a trained workdir:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 from absl import app
 from absl import flags
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -20,29 +22,87 @@ import numpy as np
 import optax
 
 from genai.data import sequences
+from genai.data import sft
 from genai.data import text_sources
 from genai.data import tokenizers
 from genai.evaluation import text_metrics
+from genai.models import lora as lora_lib
 from genai.models.transformer import Transformer, TransformerConfig
 from genai.objectives.lm import make_loss_fn
+from genai.pretrained import hf
+from genai.pretrained import sources
 from genai.sample.decode import generate
 from genai.parallel import mesh as mesh_lib
 from genai.train import gradients
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
+from genai.train import optimizers
 from genai.train.optimizers import make_optimizer
 
 
 # =========================== Building blocks ===========================================
 
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transformer:
-  model_cfg = dict(config.model)
+  model_cfg = {k: v for k, v in config.model.items() if k != 'init_from'}
   model_cfg.setdefault('max_len', config.data.block_size)
   if model_cfg['max_len'] < config.data.block_size:
     raise ValueError(f'model.max_len={model_cfg["max_len"]} < data.block_size='
                      f'{config.data.block_size}; raise model.max_len.')
   return Transformer(TransformerConfig.from_dict({**model_cfg, 'vocab_size': vocab_size}))
+
+
+MODEL_CONFIG = 'model_config.json'
+
+
+def _shape_free_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  m = config.model
+  out = {k: m.get(k) for k in ('dropout', 'dtype', 'remat', 'scan_layers')}
+  if m.get('max_len'):
+    out['max_len'] = m.max_len
+  return out
+
+
+def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str | None):
+  """(model, tokenizer, pretrained params or None) for a run, and both saved in `workdir`.
+
+  With `model.init_from` the architecture and the tokenizer come from the pretrained source
+  (only dropout/dtype/remat/scan_layers/max_len of `config.model` apply); otherwise from
+  `config.model` and `config.tokenizer` (trained on `text` where it needs training).
+  """
+  init_from = config.model.get('init_from') or ''
+  params = None
+  if init_from.startswith('workdir:'):
+    _, src_model, params, tokenizer = load_workdir(init_from[len('workdir:'):])
+    cfg, params = sources._apply_overrides(  # pylint: disable=protected-access
+        src_model.config, jax.tree.map(np.asarray, params),
+        {k: v for k, v in _shape_free_overrides(config).items() if v is not None})
+  elif init_from:
+    cfg, params, tokenizer = sources.load(init_from, **_shape_free_overrides(config))
+    if tokenizer is None:
+      raise ValueError(f'model.init_from={init_from!r} has no tokenizer (no tokenizer.json '
+                       'beside the weights); add the checkpoint\'s tokenizer.json.')
+  else:
+    tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
+    cfg = make_model(config, tokenizer.vocab_size).config
+  if cfg.max_len < config.data.block_size:
+    raise ValueError(f'The model\'s max_len={cfg.max_len} < data.block_size='
+                     f'{config.data.block_size}; lower data.block_size.')
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    if init_from:
+      tokenizer.save(workdir)
+    with open(os.path.join(workdir, MODEL_CONFIG), 'w') as f:
+      json.dump(dataclasses.asdict(cfg), f, indent=1)
+  return Transformer(cfg), tokenizer, params
+
+
+def lora_config(config: ml_collections.ConfigDict) -> lora_lib.LoraConfig | None:
+  lc = config.get('lora')
+  if not lc or not lc.get('rank'):
+    return None
+  return lora_lib.LoraConfig(rank=int(lc.rank), alpha=float(lc.alpha),
+                             dropout=float(lc.dropout), targets=str(lc.targets))
 
 
 def _eval_fn(model: Transformer):
@@ -84,60 +144,113 @@ def bleu_of_continuations(model, params, tokenizer, rows, *, rng) -> float:
 
 # =========================== The task for the shared loop ==============================
 
-def state_fns(config: ml_collections.ConfigDict, model: Transformer):
-  """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
-  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+def _with_values(boxed: Any, values: Any) -> Any:
+  """`boxed` (params with logical axis names) holding `values` instead."""
+  is_box = lambda x: isinstance(x, nn.LogicallyPartitioned)
+  return jax.tree.map(lambda b, v: b.replace_boxed(v) if is_box(b) else v, boxed, values,
+                      is_leaf=is_box)
 
-  def init_state(rng):
+
+def state_fns(config: ml_collections.ConfigDict, model: Transformer):
+  """init_state(rng, pretrained=None) -> {'params', ['lora'], 'opt_state', 'step'}, and
+  (optimizer, lr schedule). With LoRA the optimizer sees only the adapters."""
+  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+  if config.train.get('freeze'):
+    tx = optimizers.freeze(tx, config.train.freeze)
+  lcfg = lora_config(config)
+
+  def init_state(rng, pretrained=None):
     params = model.init(rng, jnp.zeros((1, config.data.block_size), jnp.int32))['params']
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
+    if pretrained is not None:
+      params = _with_values(params, pretrained)
+    state = {'params': params, 'step': jnp.zeros((), jnp.int32)}
+    if lcfg is None:
+      return {**state, 'opt_state': tx.init(params)}
+    adapters = lora_lib.init(params, lcfg, jax.random.fold_in(rng, 1))
+    return {**state, 'lora': adapters, 'opt_state': tx.init(adapters)}
 
   return init_state, (tx, schedule)
 
 
 def make_train_step(model: Transformer, tx: optax.GradientTransformation,
-                    schedule: optax.Schedule, grad_accum_steps: int = 1):
-  """(state, batch, rng) -> (state, metrics): one AdamW (or any optax) step on the LM loss."""
+                    schedule: optax.Schedule, grad_accum_steps: int = 1,
+                    lora_cfg: lora_lib.LoraConfig | None = None):
+  """(state, batch, rng) -> (state, metrics): one optimizer step on the LM loss, of the
+  params or, with `lora_cfg`, of the adapters only (the base stays frozen)."""
   loss_fn = make_loss_fn(model)
+  key = 'params' if lora_cfg is None else 'lora'
 
   def train_step(state, batch, rng):
-    (loss, _), grads = gradients.value_and_grad(loss_fn, state['params'], batch, rng,
-                                                grad_accum_steps)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
+    if lora_cfg is None:
+      fn = loss_fn
+    else:
+      def fn(adapters, batch, rng):
+        with lora_lib.adapters(adapters, lora_cfg, rng, deterministic=rng is None):
+          return loss_fn(state['params'], batch, rng)
+    (loss, _), grads = gradients.value_and_grad(fn, state[key], batch, rng, grad_accum_steps)
+    updates, opt_state = tx.update(grads, state['opt_state'], state[key])
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
                'lr': schedule(state['step'])}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+    return {**state, key: optax.apply_updates(state[key], updates), 'opt_state': opt_state,
+            'step': state['step'] + 1}, metrics
 
   return train_step
 
 
-def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
+def inference_params(config: ml_collections.ConfigDict, state: dict[str, Any]) -> Any:
+  """The params to evaluate or sample with: LoRA adapters merged into the base."""
+  lcfg = lora_config(config)
+  if lcfg is None or 'lora' not in state:
+    return state['params']
+  return jax.jit(lambda p, a: lora_lib.merge(p, a, lcfg))(state['params'], state['lora'])
+
+
+def _load_data(config, workdir):
+  """(model, tokenizer, pretrained, train_iter, val batches, chars/token, default prompt)."""
+  tc, ec = config.train, config.eval
+  block = config.data.block_size
+  local_batch = mesh_lib.local_batch_size(tc.batch_size)
+  if config.data.source == 'sft_jsonl':
+    rows = sft.read_jsonl(config.data.path)
+    text = '\n'.join(json.dumps(r, ensure_ascii=False) for r in rows)
+    model, tokenizer, pretrained = resolve_model(config, workdir, text)
+    train_ex, val_ex = sft.split(sft.encode_examples(rows, tokenizer, block, config.data.path),
+                                 config.data.val_fraction)
+    train_iter = sft.make_train_iterator(train_ex, batch_size=local_batch, seed=config.seed)
+    val = sft.eval_batches(val_ex, ec.batch_size) if len(val_ex['inputs']) else []
+    prompt = sft.prompt_and_response(rows[-1], tokenizer, config.data.path)[0]
+    return model, tokenizer, pretrained, train_iter, val, 1.0, prompt
   text = text_sources.load_text(config.data)
-  tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
+  model, tokenizer, pretrained = resolve_model(config, workdir, text)
   tokens = tokenizer.encode(text)
   train_tokens, val_tokens = sequences.split_train_val(
-      tokens, config.data.val_fraction, block_size=config.data.block_size)
+      tokens, config.data.val_fraction, block_size=block)
+  train_iter = sequences.make_train_iterator(
+      train_tokens, block_size=block, batch_size=local_batch,
+      stride=config.data.get('stride') or block, seed=config.seed)
+  val = (sequences.eval_batches(val_tokens, block_size=block, batch_size=ec.batch_size,
+                                max_batches=ec.num_batches) if len(val_tokens) else [])
+  chars_per_token = (len(tokenizer.decode(val_tokens)) / len(val_tokens)) if len(val_tokens) else 1.0
+  prompt = tokenizer.decode(val_tokens[:1] if len(val_tokens) else tokens[:1])
+  return model, tokenizer, pretrained, train_iter, val, chars_per_token, prompt
+
+
+def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
   block = config.data.block_size
-  train_iter = sequences.make_train_iterator(
-      train_tokens, block_size=block, batch_size=mesh_lib.local_batch_size(tc.batch_size),
-      stride=config.data.get('stride') or block, seed=config.seed)
-  model = make_model(config, tokenizer.vocab_size)
+  model, tokenizer, pretrained, train_iter, val_batches, chars_per_token, prompt = _load_data(
+      config, workdir)
   init_state, (tx, schedule) = state_fns(config, model)
-  train_step = make_train_step(model, tx, schedule, int(tc.get('grad_accum_steps', 1)))
+  train_step = make_train_step(model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
+                               lora_config(config))
 
   ec = config.eval
-  val_batches = (sequences.eval_batches(val_tokens, block_size=block,
-                                        batch_size=ec.batch_size, max_batches=ec.num_batches)
-                 if len(val_tokens) else [])
-  chars_per_token = (len(tokenizer.decode(val_tokens)) / len(val_tokens)) if len(val_tokens) else 1.0
   eval_step = _eval_fn(model)
   bleu_rows = _read_bleu_file(ec.bleu_file) if ec.get('bleu_file') else []
-  prompt = ec.get('sample_prompt') or tokenizer.decode(val_tokens[:1] if len(val_tokens) else tokens[:1])
+  prompt = ec.get('sample_prompt') or prompt
 
   def evaluate(state, step):
-    params = state['params']
+    params = inference_params(config, state)
     results: dict[str, Any] = {}
     if val_batches:
       # Dispatch every batch, then one transfer: no host round-trip per batch.
@@ -158,7 +271,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=train_iter,
                    evaluate=evaluate, tokens_per_step=tc.batch_size * block,
                    examples_per_step=tc.batch_size,
-                   flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block)
+                   flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block,
+                   init_args=() if pretrained is None else (pretrained,))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -171,10 +285,29 @@ def load_workdir(workdir: str, step: int | None = None):
   """(config, model, params, tokenizer) of a trained LM workdir (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'lm')
   tokenizer = tokenizers.load_tokenizer(workdir)
-  model = make_model(config, tokenizer.vocab_size)
+  path = os.path.join(workdir, MODEL_CONFIG)
+  if os.path.exists(path):
+    with open(path) as f:
+      model = Transformer(TransformerConfig(**json.load(f)))
+  else:  # workdirs written before model_config.json existed
+    model = make_model(config, tokenizer.vocab_size)
   init_state, _ = state_fns(config, model)
   state, _ = workdir_lib.restore_state(workdir, init_state, step)
-  return config, model, state['params'], tokenizer
+  return config, model, inference_params(config, state), tokenizer
+
+
+def export_hf(workdir: str, out_dir: str) -> None:
+  """The workdir's newest checkpoint (LoRA merged) as an HF checkpoint directory, with the
+  tokenizer's files when it has an HF form, and the adapters alone in adapter.safetensors."""
+  config, model, params, tokenizer = load_workdir(workdir)
+  hf.export_hf(model.config, params, out_dir)
+  if hasattr(tokenizer, 'save_hf'):
+    tokenizer.save_hf(out_dir)
+  lcfg = lora_config(config)
+  if lcfg is not None:
+    init_state, _ = state_fns(config, model)
+    state, _ = workdir_lib.restore_state(workdir, init_state)
+    lora_lib.save(state['lora'], lcfg, os.path.join(out_dir, 'adapter.safetensors'))
 
 
 def sample(workdir: str, prompt: str, *, num_tokens: int, num_samples: int = 1,
@@ -194,6 +327,8 @@ def sample(workdir: str, prompt: str, *, num_tokens: int, num_samples: int = 1,
 
 def define_flags() -> None:
   cli.define_flags()
+  flags.DEFINE_string('export_hf', None, 'Write --workdir as an HF checkpoint (LoRA merged) '
+                      'into this directory, instead of training.')
   flags.DEFINE_string('prompt', '\n', 'Prompt for --sample.')
   flags.DEFINE_integer('num_tokens', 200, 'Tokens to generate.')
   flags.DEFINE_integer('num_samples', 1, 'Independent samples.')
@@ -212,4 +347,17 @@ def _sample_from_flags(f) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/lm/pydoc_char.py'))
+  run = cli.main(train_and_evaluate, _sample_from_flags, 'configs/lm/pydoc_char.py')
+
+  def main(argv):
+    f = flags.FLAGS
+    if f.export_hf:
+      if not f.workdir:
+        raise app.UsageError('--export_hf needs --workdir.')
+      export_hf(f.workdir, f.export_hf)
+      print(f'Wrote {f.export_hf} (config.json, model.safetensors'
+            f'{", tokenizer" if os.path.exists(os.path.join(f.export_hf, "tokenizer.json")) else ""}).')
+      return
+    run(argv)
+
+  app.run(main)

@@ -18,7 +18,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = 'embedded'          # 'embedded' | 'files' | 'tfds'
+  c.data.source = 'embedded'          # 'embedded' | 'files' | 'tfds' | 'sft_jsonl' (data.path:
+                                      # {"prompt","response"} or {"messages"} rows; loss on
+                                      # responses only)
   c.data.path = ''                    # file, glob or comma list, for source='files'
   c.data.tfds_name = ''
   c.data.tfds_split = 'train'
@@ -36,6 +38,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.tokenizer.bpe_ranks_path = ''     # gpt2_bpe: path to gpt2.tiktoken
 
   c.model = ml_collections.ConfigDict()
+  c.model.init_from = ''              # '' | 'hf:DIR' | 'gguf:FILE' | 'smollm2' | 'workdir:DIR':
+                                      # start from pretrained weights; the architecture and
+                                      # tokenizer then come from there, and only dropout,
+                                      # dtype, remat, scan_layers of this block apply
   c.model.arch = 'gpt2'               # 'gpt2' | 'llama'
   c.model.num_layers = 4
   c.model.num_heads = 4
@@ -54,8 +60,15 @@ def get_base_config() -> ml_collections.ConfigDict:
       b2=0.99, weight_decay=0.1, grad_clip_norm=1.0, warmup_steps=100, end_learning_rate=1e-4)
 
   c.parallel = common.parallel_config()
+  # freeze: regex over parameter paths ('layer_0/attn/qkv/kernel'); matches get no updates.
   c.train = common.train_config(batch_size=12, num_steps=2000, grad_accum_steps=1,
-                                steps_per_call=8, eval_every=500, checkpoint_every=500)
+                                steps_per_call=8, eval_every=500, checkpoint_every=500,
+                                freeze='')
+
+  # LoRA (rank 0 = off): adapters on the dense layers whose module path matches `targets`;
+  # the base model is frozen, and --export_hf merges the adapters into it.
+  c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0,
+                                          targets=r'attn/(qkv|out)$'))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

@@ -1,8 +1,13 @@
-"""Character, SentencePiece and GPT-2 BPE tokenizers behind one interface.
+"""Character, SentencePiece, GPT-2 BPE and HuggingFace tokenizers behind one interface.
 
 A tokenizer is saved into the run's workdir (`tokenizer.json`, plus a model
 file) so a resumed run, or a sampler pointed at the workdir, gets exactly the
 vocabulary the model was trained with.
+
+`HFTokenizer` ('hf') wraps a HuggingFace `tokenizers` tokenizer, read from a model's
+tokenizer.json or built from a GGUF file's metadata (byte-level BPE), with the model's
+BOS/EOS ids and chat template; in a workdir it is `hf_tokenizer.json` (HF's format) next
+to genai's own `tokenizer.json`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import numpy as np
 TOKENIZER_JSON = 'tokenizer.json'
 SP_MODEL_FILE = 'tokenizer.model'
 GPT2_RANKS_FILE = 'gpt2.tiktoken'
-VALID_NAMES = ('char', 'sentencepiece', 'gpt2_bpe')
+HF_TOKENIZER_FILE = 'hf_tokenizer.json'
+VALID_NAMES = ('char', 'sentencepiece', 'gpt2_bpe', 'hf')
 
 # GPT-2's pre-tokenisation regex (tiktoken's r50k_base / gpt2 encoding).
 GPT2_PAT_STR = (r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+"""
@@ -266,6 +272,212 @@ class GPT2BPETokenizer(Tokenizer):
                             'bpe_ranks_path': self.bpe_ranks_path})
 
 
+# GGUF `tokenizer.ggml.pre` types whose pre-tokenisation genai reproduces, each as an HF
+# pre-tokenizer (JSON). llama.cpp splits 'smollm' (and the StarCoder family) with `\p{N}`
+# (one digit per piece) and then GPT-2's regex, which is what those models' own HF
+# tokenizer.json spells Digits(individual_digits) + ByteLevel(use_regex). 'gpt-2': GPT-2's
+# regex only (also used for a file without tokenizer.ggml.pre, as transformers does).
+_BYTE_LEVEL = {'type': 'ByteLevel', 'add_prefix_space': False, 'trim_offsets': True,
+               'use_regex': True}
+_DIGITS_THEN_BYTE_LEVEL = {'type': 'Sequence', 'pretokenizers': [
+    {'type': 'Digits', 'individual_digits': True}, _BYTE_LEVEL]}
+GGUF_PRE_TOKENIZERS = {
+    'smollm': _DIGITS_THEN_BYTE_LEVEL, 'starcoder': _DIGITS_THEN_BYTE_LEVEL,
+    'refact': _DIGITS_THEN_BYTE_LEVEL, 'gpt-2': _BYTE_LEVEL,
+}
+_GGUF_CONTROL, _GGUF_USER_DEFINED = 3, 4  # tokenizer.ggml.token_type values.
+
+
+def _hf_token_id(tok: Any, token: Any) -> int | None:
+  """Id of a special token given as a string or as HF's {"content": ...} dict."""
+  if isinstance(token, dict):
+    token = token.get('content')
+  return None if token is None else tok.token_to_id(token)
+
+
+def _hf_chat_template(path: str, cfg: dict[str, Any]) -> str | None:
+  """The chat template of an HF model folder: chat_template.jinja, else tokenizer_config's."""
+  jinja_path = os.path.join(os.path.dirname(path), 'chat_template.jinja')
+  if os.path.isfile(jinja_path):
+    with open(jinja_path, encoding='utf-8') as f:
+      return f.read()
+  template = cfg.get('chat_template')
+  if isinstance(template, list):  # named templates: [{'name': ..., 'template': ...}]
+    template = next((t.get('template') for t in template if t.get('name') == 'default'), None)
+  return template
+
+
+class HFTokenizer(Tokenizer):
+  """A HuggingFace `tokenizers` tokenizer: from a tokenizer.json, or a GGUF file's metadata.
+
+  `encode` adds no BOS/EOS (callers add `bos_id`, as `add_bos_token` says the model wants)
+  and, like HF, reads special tokens written in the text (`<|im_start|>` -> one id), so a
+  rendered chat template encodes as the model expects; `decode` keeps them, so
+  decode(encode(text)) == text.
+  """
+
+  name = 'hf'
+
+  def __init__(self, tokenizer_json: str, *, bos_id: int | None = None,
+               eos_id: int | None = None, chat_template: str | None = None,
+               add_bos_token: bool = False, source: str = 'tokenizer.json'):
+    from tokenizers import Tokenizer as HFTok  # pylint: disable=import-outside-toplevel
+    try:
+      self._tok = HFTok.from_str(tokenizer_json)
+    except Exception as e:  # the Rust side raises a bare Exception on bad JSON.
+      raise ValueError(f'{source} is not a valid HF tokenizer.json ({e}); pass the '
+                       'tokenizer.json file of a HuggingFace model, or a .gguf file.') from e
+    self.source = source
+    self.vocab_size = int(self._tok.get_vocab_size(with_added_tokens=True))
+    self.bos_id, self.eos_id = bos_id, eos_id
+    self.chat_template = chat_template
+    self.add_bos_token = bool(add_bos_token)
+
+  @classmethod
+  def from_file(cls, path: str) -> 'HFTokenizer':
+    """From an HF tokenizer.json, or from a .gguf file's tokenizer metadata.
+
+    For a tokenizer.json, a `tokenizer_config.json` beside it (HF's layout) supplies
+    `bos_token`, `eos_token`, `add_bos_token` and `chat_template` when present.
+    """
+    path = os.path.abspath(os.path.expanduser(path))
+    if not os.path.isfile(path):
+      raise ValueError(f'tokenizer.hf_tokenizer_path={path!r}: no such file; point it at an '
+                       'HF tokenizer.json or a .gguf model file.')
+    with open(path, 'rb') as f:
+      is_gguf = f.read(4) == b'GGUF'
+    if is_gguf:
+      from genai.pretrained import gguf  # pylint: disable=import-outside-toplevel
+      return cls.from_gguf_metadata(gguf.read_metadata(path), source=path)
+    with open(path, encoding='utf-8') as f:
+      text = f.read()
+    cfg_path = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
+    cfg: dict[str, Any] = {}
+    if os.path.isfile(cfg_path):
+      with open(cfg_path, encoding='utf-8') as f:
+        cfg = json.load(f)
+    tok = cls(text, source=path, chat_template=_hf_chat_template(path, cfg),
+              add_bos_token=bool(cfg.get('add_bos_token', False)))
+    tok.bos_id = _hf_token_id(tok._tok, cfg.get('bos_token'))
+    tok.eos_id = _hf_token_id(tok._tok, cfg.get('eos_token'))
+    return tok
+
+  @classmethod
+  def from_gguf_metadata(cls, meta: dict[str, Any], source: str = 'GGUF file'
+                         ) -> 'HFTokenizer':
+    """Byte-level BPE from `tokenizer.ggml.*` metadata (as `gguf.read_metadata` returns it)."""
+    return cls(_gguf_tokenizer_json(meta, source), source=source,
+               bos_id=meta.get('tokenizer.ggml.bos_token_id'),
+               eos_id=meta.get('tokenizer.ggml.eos_token_id'),
+               chat_template=meta.get('tokenizer.chat_template'),
+               add_bos_token=bool(meta.get('tokenizer.ggml.add_bos_token', False)))
+
+  def encode(self, text: str) -> np.ndarray:
+    ids = self._tok.encode(text, add_special_tokens=False).ids
+    return np.asarray(ids, dtype=np.int32)
+
+  def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+    return self._tok.decode(_as_id_list(ids), skip_special_tokens=False)
+
+  def token_to_id(self, token: str) -> int | None:
+    return self._tok.token_to_id(token)
+
+  def apply_chat_template(self, messages: Sequence[dict[str, Any]],
+                          add_generation_prompt: bool = True) -> str:
+    """Renders `messages` ([{'role': ..., 'content': ...}]) with the model's Jinja template.
+
+    Rendered like HF's `apply_chat_template(tokenize=False)`: a sandboxed Jinja environment
+    with trim_blocks/lstrip_blocks, `bos_token`/`eos_token` and `raise_exception` in scope.
+    """
+    if not self.chat_template:
+      raise ValueError(f'{self.source} has no chat template; use a chat/instruct model '
+                       '(its GGUF tokenizer.chat_template or tokenizer_config.json '
+                       'chat_template).')
+    try:
+      from jinja2 import ext  # pylint: disable=import-outside-toplevel
+      from jinja2.exceptions import TemplateError  # pylint: disable=import-outside-toplevel
+      from jinja2.sandbox import ImmutableSandboxedEnvironment  # pylint: disable=import-outside-toplevel
+    except ImportError as e:
+      raise ImportError('chat templates need jinja2: pip install jinja2') from e
+
+    def raise_exception(message):
+      raise TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[ext.loopcontrols])
+    env.filters['tojson'] = lambda x, indent=None: json.dumps(x, ensure_ascii=False,
+                                                              indent=indent)
+    env.globals['raise_exception'] = raise_exception
+    special = {f'{k}_token': self._tok.id_to_token(i) if i is not None else None
+               for k, i in (('bos', self.bos_id), ('eos', self.eos_id))}
+    try:
+      return env.from_string(self.chat_template).render(
+          messages=list(messages), add_generation_prompt=add_generation_prompt, **special)
+    except TemplateError as e:
+      raise ValueError(f'the chat template of {self.source} failed to render these '
+                       f'messages: {e}') from e
+
+  def save_hf(self, directory: str) -> None:
+    """HF's own layout (tokenizer.json + tokenizer_config.json), for an exported checkpoint
+    that transformers' AutoTokenizer loads."""
+    os.makedirs(directory, exist_ok=True)
+    self._tok.save(os.path.join(directory, 'tokenizer.json'))
+    name = lambda i: self._tok.id_to_token(i) if i is not None else None
+    cfg = {'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': name(self.bos_id),
+           'eos_token': name(self.eos_id), 'add_bos_token': self.add_bos_token}
+    if self.chat_template:
+      cfg['chat_template'] = self.chat_template
+    with open(os.path.join(directory, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
+      json.dump(cfg, f, ensure_ascii=False, indent=1)
+
+  def save(self, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    self._tok.save(os.path.join(directory, HF_TOKENIZER_FILE))
+    _write_json(directory, {
+        'name': self.name, 'hf_file': HF_TOKENIZER_FILE, 'vocab_size': self.vocab_size,
+        'bos_id': self.bos_id, 'eos_id': self.eos_id, 'add_bos_token': self.add_bos_token,
+        'chat_template': self.chat_template, 'source': self.source})
+
+
+def _gguf_tokenizer_json(meta: dict[str, Any], source: str) -> str:
+  """An HF tokenizer.json (as a string) for a GGUF file's byte-level BPE vocabulary."""
+  model = meta.get('tokenizer.ggml.model')
+  if model != 'gpt2':
+    raise ValueError(f'{source}: tokenizer.ggml.model={model!r} is not supported; genai builds '
+                     "only byte-level BPE ('gpt2') tokenizers from GGUF metadata. Pass the "
+                     "model's HF tokenizer.json instead.")
+  pre = meta.get('tokenizer.ggml.pre', 'gpt-2')
+  if pre not in GGUF_PRE_TOKENIZERS:
+    raise ValueError(f'{source}: tokenizer.ggml.pre={pre!r} is not supported; genai knows '
+                     f'{sorted(GGUF_PRE_TOKENIZERS)}. Pass the model\'s HF tokenizer.json '
+                     'instead.')
+  tokens = list(meta.get('tokenizer.ggml.tokens') or [])
+  merges = list(meta.get('tokenizer.ggml.merges') or [])
+  if not tokens or not merges:
+    raise ValueError(f'{source} has no tokenizer.ggml.tokens/merges; it carries no BPE '
+                     'tokenizer. Pass the model\'s HF tokenizer.json instead.')
+  vocab = {t: i for i, t in enumerate(tokens)}
+  if len(vocab) != len(tokens):
+    raise ValueError(f'{source}: tokenizer.ggml.tokens has {len(tokens) - len(vocab)} '
+                     'duplicate tokens; it is not a consistent BPE vocabulary.')
+  types = list(meta.get('tokenizer.ggml.token_type') or [])
+  added = [{'id': i, 'content': tokens[i], 'single_word': False, 'lstrip': False,
+            'rstrip': False, 'normalized': False, 'special': ty == _GGUF_CONTROL}
+           for i, ty in enumerate(types) if ty in (_GGUF_CONTROL, _GGUF_USER_DEFINED)]
+  return json.dumps({
+      'version': '1.0', 'truncation': None, 'padding': None, 'added_tokens': added,
+      'normalizer': None, 'pre_tokenizer': GGUF_PRE_TOKENIZERS[pre],
+      'post_processor': {'type': 'ByteLevel', 'add_prefix_space': False,
+                         'trim_offsets': False, 'use_regex': True},
+      'decoder': {'type': 'ByteLevel', 'add_prefix_space': True, 'trim_offsets': True,
+                  'use_regex': True},
+      'model': {'type': 'BPE', 'dropout': None, 'unk_token': None,
+                'continuing_subword_prefix': None, 'end_of_word_suffix': None,
+                'fuse_unk': False, 'byte_fallback': False, 'ignore_merges': False,
+                'vocab': vocab, 'merges': [m.split(' ', 1) for m in merges]},
+  }, ensure_ascii=False)
+
+
 def load_tokenizer(workdir: str) -> Tokenizer:
   """Loads the tokenizer that `make_tokenizer` saved into `workdir`."""
   meta_path = os.path.join(workdir, TOKENIZER_JSON)
@@ -290,16 +502,32 @@ def load_tokenizer(workdir: str) -> Tokenizer:
     copy = os.path.join(workdir, GPT2_RANKS_FILE)
     path = copy if os.path.isfile(copy) else meta.get('bpe_ranks_path', '')
     return GPT2BPETokenizer(path)
+  if name == 'hf':
+    return _load_hf(workdir, meta_path, meta)
   raise ValueError(
       f'{meta_path} names unknown tokenizer {name!r}; expected one of '
       f'{", ".join(VALID_NAMES)}. Was it written by another program?')
+
+
+def _load_hf(workdir: str, meta_path: str, meta: dict[str, Any]) -> HFTokenizer:
+  hf_path = os.path.join(workdir, meta.get('hf_file', HF_TOKENIZER_FILE))
+  if not os.path.isfile(hf_path):
+    raise FileNotFoundError(
+        f'{meta_path} names an HF tokenizer but {hf_path!r} is missing; restore it, or '
+        'delete tokenizer.json to build it again from tokenizer.hf_tokenizer_path.')
+  with open(hf_path, encoding='utf-8') as f:
+    return HFTokenizer(f.read(), bos_id=meta.get('bos_id'), eos_id=meta.get('eos_id'),
+                       chat_template=meta.get('chat_template'),
+                       add_bos_token=bool(meta.get('add_bos_token', False)),
+                       source=meta.get('source') or hf_path)
 
 
 def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
   """Returns the workdir's saved tokenizer, or builds one from `text`.
 
   `tok_cfg.name` is 'char', 'sentencepiece' (uses `vocab_size`,
-  `sp_model_type`) or 'gpt2_bpe' (uses `bpe_ranks_path`). A new tokenizer is
+  `sp_model_type`), 'gpt2_bpe' (uses `bpe_ranks_path`) or 'hf' (uses
+  `hf_tokenizer_path`: an HF tokenizer.json or a .gguf file). A new tokenizer is
   saved into `workdir` (when given) so resumed runs reuse its vocabulary.
   """
   name = getattr(tok_cfg, 'name', None)
@@ -336,6 +564,12 @@ def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
         model_type=getattr(tok_cfg, 'sp_model_type', None) or 'bpe',
         character_coverage=float(
             getattr(tok_cfg, 'sp_character_coverage', None) or 0.9995))
+  elif name == 'hf':
+    path = getattr(tok_cfg, 'hf_tokenizer_path', None) or ''
+    if not path:
+      raise ValueError("tokenizer.name='hf' needs tokenizer.hf_tokenizer_path: an HF "
+                       'tokenizer.json or a .gguf model file.')
+    tok = HFTokenizer.from_file(path)
   else:
     tok = GPT2BPETokenizer(getattr(tok_cfg, 'bpe_ranks_path', None) or '')
   if workdir is not None:

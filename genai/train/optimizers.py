@@ -44,6 +44,26 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
+def param_path(path) -> str:
+  """'layer_0/attn/qkv/kernel' for a tree path (box attributes such as `.value` dropped)."""
+  return '/'.join(str(k.key) for k in path if hasattr(k, 'key'))
+
+
+def freeze(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTransformation:
+  """Parameters whose path matches `pattern` (re.search) get zero updates and no state."""
+  import re  # pylint: disable=import-outside-toplevel
+  regex = re.compile(pattern)
+
+  def labels(params):
+    out = jax.tree_util.tree_map_with_path(
+        lambda path, _: 'frozen' if regex.search(param_path(path)) else 'train', params)
+    if 'train' not in jax.tree.leaves(out):
+      raise ValueError(f'train.freeze={pattern!r} freezes every parameter; nothing would train.')
+    return out
+
+  return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
+
+
 def make_optimizer(opt_cfg: Any, num_steps: int) -> tuple[optax.GradientTransformation,
                                                            optax.Schedule]:
   """Returns (optax transformation, learning-rate schedule)."""
