@@ -40,6 +40,10 @@ def test_every_config_trains_in_runlocal_mode(path, tmp_path):
     if not GPT2_RANKS.exists():
       pytest.skip(f'needs {GPT2_RANKS}')
     config.tokenizer.bpe_ranks_path = str(GPT2_RANKS)
+  if config.model.get('init_from') == 'smollm2':
+    from genai.pretrained import fetch  # pylint: disable=g-import-not-at-top
+    if not fetch.smollm2_cache_path().exists():
+      pytest.skip('needs SmolLM2: python -m genai.pretrained.fetch smollm2')
   with tfds.testing.mock_data(num_examples=50):  # TFDS configs run on generated data offline
     state = lm.train_and_evaluate(config, str(tmp_path))
   assert int(state['step']) == config.train.num_steps
