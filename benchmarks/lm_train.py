@@ -25,6 +25,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from experiments import lm
+from genai.parallel import mesh as mesh_lib
+from genai.parallel import sharding
 from genai.train import loop
 
 def define_flags() -> None:
@@ -38,11 +40,16 @@ def define_flags() -> None:
 def time_step(task: loop.Task, steps: int, steps_per_call: int) -> float:
   """Median-of-3 seconds per train step on real batches, compile excluded, run exactly as
   the loop runs it (`steps_per_call` steps per jitted call)."""
-  state = jax.jit(task.init_state)(jax.random.key(0))
-  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1))
+  mesh = mesh_lib.make_mesh()
+  init, shardings = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
+                                          *task.init_args)
+  state = init(jax.random.key(0), *task.init_args)
+  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh, shardings)
   calls = max(steps // steps_per_call, 1)
-  batches = [loop.stack_batches([next(task.train_iter) for _ in range(steps_per_call)])
-             for _ in range(calls)]
+  batch_sharding = sharding.batch_sharding(mesh, leading=1)
+  batches = [sharding.global_batch(
+      loop.stack_batches([next(task.train_iter) for _ in range(steps_per_call)]),
+      batch_sharding, batch_axis=1) for _ in range(calls)]
   state, m = multi_step(state, batches[0], np.int32(0))
   jax.block_until_ready(m)
   runs = []

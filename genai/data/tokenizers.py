@@ -363,6 +363,21 @@ class HFTokenizer(Tokenizer):
     return tok
 
   @classmethod
+  def from_vocab_merges(cls, vocab_path: str, merges_path: str) -> 'HFTokenizer':
+    """GPT-2-style byte-level BPE from HF's older vocab.json + merges.txt pair."""
+    from tokenizers import Tokenizer as HFTok  # pylint: disable=import-outside-toplevel
+    from tokenizers import decoders, models, pre_tokenizers  # pylint: disable=import-outside-toplevel
+    for path in (vocab_path, merges_path):
+      if not os.path.isfile(path):
+        raise ValueError(f'{path}: no such file; a GPT-2 style tokenizer needs vocab.json '
+                         'and merges.txt side by side.')
+    tok = HFTok(models.BPE.from_file(vocab_path, merges_path))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    eos = tok.token_to_id(GPT2_EOT)
+    return cls(tok.to_str(), eos_id=eos, bos_id=eos, source=vocab_path)
+
+  @classmethod
   def from_gguf_metadata(cls, meta: dict[str, Any], source: str = 'GGUF file'
                          ) -> 'HFTokenizer':
     """Byte-level BPE from `tokenizer.ggml.*` metadata (as `gguf.read_metadata` returns it)."""

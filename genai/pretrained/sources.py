@@ -42,13 +42,22 @@ def load(spec: str, **overrides) -> tuple[TransformerConfig, Any, tokenizers.Tok
   if kind == 'hf':
     cfg, params = hf.import_hf(where)
     tok_path = os.path.join(where, 'tokenizer.json')
-    tok = tokenizers.HFTokenizer.from_file(tok_path) if os.path.exists(tok_path) else None
+    vocab, merges = os.path.join(where, 'vocab.json'), os.path.join(where, 'merges.txt')
+    if os.path.exists(tok_path):
+      tok = tokenizers.HFTokenizer.from_file(tok_path)
+    elif os.path.exists(vocab) and os.path.exists(merges):
+      tok = tokenizers.HFTokenizer.from_vocab_merges(vocab, merges)
+    else:
+      tok = None
   elif kind in ('gguf', 'smollm2'):
     path = where if kind == 'gguf' else str(fetch.smollm2_path())
     cfg, params, tok, _ = gguf.load_gguf(path)
   else:
     raise ValueError(f'model.init_from={spec!r} is not a known source; use hf:DIR, gguf:FILE, '
                      'smollm2 or workdir:DIR.')
+  if tok is not None and tok.vocab_size > cfg.vocab_size:
+    raise ValueError(f'{spec}: the tokenizer has {tok.vocab_size} ids but the model embeds '
+                     f'only {cfg.vocab_size}; the tokenizer belongs to another model.')
   overrides = {k: v for k, v in overrides.items() if v is not None}
   cfg, params = _apply_overrides(cfg, params, overrides)
   return cfg, params, tok

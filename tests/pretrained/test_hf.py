@@ -139,3 +139,32 @@ def test_safetensors_io_round_trip_and_bf16(tmp_path):
   from safetensors.numpy import load_file  # the reference reader agrees
   ref = load_file(str(tmp_path / 'x.safetensors'))
   np.testing.assert_array_equal(ref['a'], arrays['a'])
+
+
+def test_gpt2_vocab_merges_tokenizer_matches_the_byte_level_bpe_it_came_from(tmp_path):
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  from genai.data import tokenizers
+  from genai.pretrained import sources
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  text = ['To be, or not to be, that is the question:', 'Whether tis nobler in the mind'] * 20
+  tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=['<|endoftext|>'],
+                                                    initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  tok.model.save(str(tmp_path))  # vocab.json + merges.txt, GPT-2's layout
+  ours = tokenizers.HFTokenizer.from_vocab_merges(str(tmp_path / 'vocab.json'),
+                                                  str(tmp_path / 'merges.txt'))
+  for s in ['To be, or not', 'héllo wörld 123', 'question:\n  nobler']:
+    assert ours.encode(s).tolist() == tok.encode(s).ids
+    assert ours.decode(ours.encode(s)) == s
+  assert ours.eos_id == tok.token_to_id('<|endoftext|>')
+  # An HF GPT-2 directory with vocab.json/merges.txt brings its tokenizer along.
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=320, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+  cfg, _, loaded = sources.load(f'hf:{tmp_path}')
+  assert cfg.arch == 'gpt2' and loaded.encode('To be').tolist() == tok.encode('To be').ids
+  # A tokenizer with more ids than the model's embedding table is refused.
+  transformers.GPT2LMHeadModel(transformers.GPT2Config(
+      vocab_size=200, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+  with pytest.raises(ValueError, match=r'tokenizer has \d+ ids but the model embeds only 200'):
+    sources.load(f'hf:{tmp_path}')
