@@ -63,7 +63,7 @@ def to_genai(cfg: TransformerConfig, t: dict[str, np.ndarray], source: str = 'ch
     x = np.asarray(t[name], np.float32)
     if shape is not None and x.shape != tuple(shape):
       raise ValueError(f'{source}: tensor {name!r} has shape {x.shape}, but the config '
-                       f'needs {tuple(shape)}; the checkpoint and config.json disagree.')
+                       f'needs {tuple(shape)}; the weights and the config (config.json or GGUF metadata) disagree.')
     used.add(name)
     return x
 
