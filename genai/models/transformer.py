@@ -60,6 +60,7 @@ class TransformerConfig:
   d_model: int = 128
   num_kv_heads: int | None = None      # None: = num_heads (no GQA).
   d_ff: int | None = None              # None: 4*C (gelu) or 8/3*C rounded to 64 (swiglu).
+  d_head: int | None = None            # None: C / H. Set when heads were pruned (genai/compress).
   max_len: int = 1024                  # Learned positions table size / max cache length.
   arch: str = 'gpt2'
   positions: str | None = None         # 'learned' | 'rope'
@@ -86,7 +87,7 @@ class TransformerConfig:
     if self.d_ff is None:
       d_ff = 4 * self.d_model if self.mlp != 'swiglu' else 64 * math.ceil(8 * self.d_model / 3 / 64)
       object.__setattr__(self, 'd_ff', d_ff)
-    if self.d_model % self.num_heads:
+    if self.d_head is None and self.d_model % self.num_heads:
       raise ValueError(f'model.d_model={self.d_model} must be divisible by model.num_heads={self.num_heads}.')
     if self.num_heads % self.num_kv_heads:
       raise ValueError(f'model.num_heads={self.num_heads} must be divisible by '
@@ -99,7 +100,7 @@ class TransformerConfig:
 
   @property
   def head_dim(self) -> int:
-    return self.d_model // self.num_heads
+    return self.d_head or self.d_model // self.num_heads
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> 'TransformerConfig':
@@ -113,7 +114,7 @@ class TransformerConfig:
     c, f, l = self.d_model, self.d_ff, self.num_layers
     qkv = c * (self.num_heads + 2 * self.num_kv_heads) * self.head_dim
     mlp = c * f * (3 if self.mlp == 'swiglu' else 2)
-    per_layer = qkv + c * c + mlp
+    per_layer = qkv + self.num_heads * self.head_dim * c + mlp
     emb = self.vocab_size * c * (1 if self.tie_embeddings else 2)
     emb += self.max_len * c if self.positions == 'learned' else 0
     return l * per_layer + (emb if include_embeddings else 0)
@@ -121,7 +122,7 @@ class TransformerConfig:
   def flops_per_token(self, seq_len: int) -> int:
     """Training FLOPs per token (forward + backward = 3x forward), PaLM appendix B style."""
     n = self.num_params(include_embeddings=False) + self.vocab_size * self.d_model
-    return 6 * n + 12 * self.num_layers * self.d_model * seq_len
+    return 6 * n + 12 * self.num_layers * self.num_heads * self.head_dim * seq_len
 
 
 def init_cache(config: TransformerConfig, batch_size: int, cache_len: int | None = None,

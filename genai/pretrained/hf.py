@@ -48,9 +48,8 @@ def config_from_hf(hf: dict[str, Any], source: str = 'config.json') -> Transform
         mlp=_GPT2_ACTS[act], norm_eps=hf.get('layer_norm_epsilon', 1e-5),
         tie_embeddings=hf.get('tie_word_embeddings', True))
   c, h = hf['hidden_size'], hf['num_attention_heads']
-  if hf.get('head_dim') not in (None, c // h):
-    raise ValueError(f'{source}: head_dim={hf["head_dim"]} != hidden_size / '
-                     f'num_attention_heads = {c // h}; genai needs them equal.')
+  d_head = hf.get('head_dim')
+  d_head = None if d_head is None or (c % h == 0 and d_head == c // h) else int(d_head)
   if hf.get('hidden_act', 'silu') != 'silu':
     raise ValueError(f'{source}: hidden_act={hf["hidden_act"]!r}; genai Llama uses silu.')
   rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
@@ -64,7 +63,7 @@ def config_from_hf(hf: dict[str, Any], source: str = 'config.json') -> Transform
   return TransformerConfig(
       vocab_size=hf['vocab_size'], num_layers=hf['num_hidden_layers'], num_heads=h,
       num_kv_heads=hf.get('num_key_value_heads') or h, d_model=c, d_ff=hf['intermediate_size'],
-      max_len=hf.get('max_position_embeddings', 2048), arch='llama',
+      max_len=hf.get('max_position_embeddings', 2048), arch='llama', d_head=d_head,
       norm_eps=hf.get('rms_norm_eps', 1e-6), rope_theta=float(theta),
       use_bias=bool(hf.get('attention_bias')), tie_embeddings=hf.get('tie_word_embeddings', False))
 
@@ -74,6 +73,9 @@ def config_to_hf(cfg: TransformerConfig) -> dict[str, Any]:
   if cfg.arch == 'gpt2' and cfg.positions == 'learned' and cfg.norm == 'layernorm':
     if cfg.mlp == 'swiglu' or not cfg.use_bias:
       raise ValueError('GPT-2 export needs a GELU MLP with biases (model.mlp, model.use_bias).')
+    if cfg.num_heads * cfg.head_dim != cfg.d_model:
+      raise ValueError('GPT-2 export needs num_heads * head_dim == d_model (heads pruned?); '
+                       'HF GPT-2 has no separate head_dim.')
     return {'architectures': ['GPT2LMHeadModel'], 'model_type': 'gpt2',
             'vocab_size': cfg.vocab_size, 'n_positions': cfg.max_len, 'n_embd': cfg.d_model,
             'n_layer': cfg.num_layers, 'n_head': cfg.num_heads, 'n_inner': cfg.d_ff,

@@ -168,3 +168,17 @@ def test_gpt2_vocab_merges_tokenizer_matches_the_byte_level_bpe_it_came_from(tmp
       vocab_size=200, n_positions=16, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
   with pytest.raises(ValueError, match=r'tokenizer has \d+ ids but the model embeds only 200'):
     sources.load(f'hf:{tmp_path}')
+
+
+def test_structurally_pruned_llama_exports_with_its_own_head_dim(tmp_path):
+  from genai.compress.structured import prune_structure
+  _hf_model('llama_gqa_tied', tmp_path / 'in')
+  cfg, params = hf.import_hf(str(tmp_path / 'in'))
+  small_cfg, small = prune_structure(cfg, params, heads_per_group=1, d_ff=24)
+  assert small_cfg.num_heads * small_cfg.head_dim < small_cfg.d_model
+  hf.export_hf(small_cfg, small, str(tmp_path / 'out'))
+  back = transformers.LlamaForCausalLM.from_pretrained(str(tmp_path / 'out')).eval()
+  tokens = _tokens()
+  ours, _ = Transformer(small_cfg).apply({'params': small}, jnp.asarray(tokens))
+  np.testing.assert_allclose(_hf_logits(back, tokens), np.asarray(ours), atol=1e-4)
+  assert hf.import_hf(str(tmp_path / 'out'))[0] == small_cfg
