@@ -24,10 +24,12 @@ import optax
 from genai.data import sequences
 from genai.data import sft
 from genai.data import text_sources
+from genai.compress import pruning
 from genai.data import tokenizers
 from genai.evaluation import text_metrics
 from genai.models import lora as lora_lib
 from genai.models.transformer import Transformer, TransformerConfig
+from genai.objectives.distill import kd_loss
 from genai.objectives.lm import make_loss_fn
 from genai.pretrained import hf
 from genai.pretrained import sources
@@ -63,38 +65,64 @@ def _shape_free_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return out
 
 
+def load_source(spec: str, config: ml_collections.ConfigDict | None = None):
+  """(TransformerConfig, float32 params, tokenizer) of a pretrained source: 'workdir:DIR'
+  (another genai LM run) or anything `genai.pretrained.sources.load` reads. `config`'s
+  shape-free model fields (dropout, dtype, remat, scan_layers, max_len) are applied."""
+  overrides = {k: v for k, v in _shape_free_overrides(config).items()
+               if v is not None} if config is not None else {}
+  if spec.startswith('workdir:'):
+    _, src_model, params, tokenizer = load_workdir(spec[len('workdir:'):])
+    cfg, params = sources._apply_overrides(  # pylint: disable=protected-access
+        src_model.config, jax.tree.map(np.asarray, params), overrides)
+    return cfg, params, tokenizer
+  cfg, params, tokenizer = sources.load(spec, **overrides)
+  if tokenizer is None:
+    raise ValueError(f'{spec!r} has no tokenizer (no tokenizer.json beside the weights); add '
+                     'the checkpoint\'s tokenizer.json.')
+  return cfg, params, tokenizer
+
+
 def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str | None):
-  """(model, tokenizer, pretrained params or None) for a run, and both saved in `workdir`.
+  """(model, tokenizer, pretrained params or None, (teacher model, params) or None) for a
+  run; the tokenizer and the model config are saved in `workdir`.
 
   With `model.init_from` the architecture and the tokenizer come from the pretrained source
-  (only dropout/dtype/remat/scan_layers/max_len of `config.model` apply); otherwise from
-  `config.model` and `config.tokenizer` (trained on `text` where it needs training).
+  (only dropout/dtype/remat/scan_layers/max_len of `config.model` apply). With
+  `distill.teacher` the tokenizer comes from the teacher and the student is `config.model`
+  over the teacher's vocabulary. Otherwise `config.model` and `config.tokenizer` (trained on
+  `text` where it needs training).
   """
   init_from = config.model.get('init_from') or ''
-  params = None
-  if init_from.startswith('workdir:'):
-    _, src_model, params, tokenizer = load_workdir(init_from[len('workdir:'):])
-    cfg, params = sources._apply_overrides(  # pylint: disable=protected-access
-        src_model.config, jax.tree.map(np.asarray, params),
-        {k: v for k, v in _shape_free_overrides(config).items() if v is not None})
-  elif init_from:
-    cfg, params, tokenizer = sources.load(init_from, **_shape_free_overrides(config))
-    if tokenizer is None:
-      raise ValueError(f'model.init_from={init_from!r} has no tokenizer (no tokenizer.json '
-                       'beside the weights); add the checkpoint\'s tokenizer.json.')
+  teacher_spec = (config.get('distill') or {}).get('teacher') or ''
+  params, teacher = None, None
+  if teacher_spec:
+    t_cfg, t_params, tokenizer = load_source(teacher_spec)
+    teacher = (Transformer(dataclasses.replace(t_cfg, scan_layers=False, remat='none')), t_params)
+  if init_from:
+    cfg, params, tokenizer_init = load_source(init_from, config)
+    if teacher and tokenizer_init.vocab_size != tokenizer.vocab_size:
+      raise ValueError(f'model.init_from={init_from!r} and distill.teacher={teacher_spec!r} '
+                       'use different tokenizers; distillation needs the same vocabulary.')
+    tokenizer = tokenizer_init
+  elif teacher:
+    cfg = make_model(config, teacher[0].config.vocab_size).config
   else:
     tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
     cfg = make_model(config, tokenizer.vocab_size).config
   if cfg.max_len < config.data.block_size:
     raise ValueError(f'The model\'s max_len={cfg.max_len} < data.block_size='
                      f'{config.data.block_size}; lower data.block_size.')
+  if teacher and teacher[0].config.vocab_size != cfg.vocab_size:
+    raise ValueError(f'The student embeds {cfg.vocab_size} tokens, the teacher '
+                     f'{teacher[0].config.vocab_size}; distillation needs the same vocabulary.')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    if init_from:
+    if init_from or teacher:
       tokenizer.save(workdir)
     with open(os.path.join(workdir, MODEL_CONFIG), 'w') as f:
       json.dump(dataclasses.asdict(cfg), f, indent=1)
-  return Transformer(cfg), tokenizer, params
+  return Transformer(cfg), tokenizer, params, teacher
 
 
 def lora_config(config: ml_collections.ConfigDict) -> lora_lib.LoraConfig | None:
@@ -151,19 +179,30 @@ def _with_values(boxed: Any, values: Any) -> Any:
                       is_leaf=is_box)
 
 
-def state_fns(config: ml_collections.ConfigDict, model: Transformer):
-  """init_state(rng, pretrained=None) -> {'params', ['lora'], 'opt_state', 'step'}, and
-  (optimizer, lr schedule). With LoRA the optimizer sees only the adapters."""
+def state_fns(config: ml_collections.ConfigDict, model: Transformer,
+              teacher_model: Transformer | None = None):
+  """init_state(rng, pretrained=None, teacher=None) -> {'params', ['lora'], ['teacher'],
+  'opt_state', 'step'}, and (optimizer, lr schedule). With LoRA the optimizer sees only the
+  adapters; a distillation teacher is frozen (no optimizer state)."""
   tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
   if config.train.get('freeze'):
     tx = optimizers.freeze(tx, config.train.freeze)
   lcfg = lora_config(config)
+  pcfg = prune_config(config)
+  if pcfg is not None:
+    if lcfg is not None:
+      raise ValueError('prune.kind and lora.rank cannot be combined: LoRA freezes the weights '
+                       'pruning would zero; merge the adapters first (--export_hf), then prune.')
+    tx = optax.chain(tx, pruning.prune(pcfg))
 
-  def init_state(rng, pretrained=None):
-    params = model.init(rng, jnp.zeros((1, config.data.block_size), jnp.int32))['params']
+  def init_state(rng, pretrained=None, teacher=None):
+    tokens = jnp.zeros((1, config.data.block_size), jnp.int32)
+    params = model.init(rng, tokens)['params']
     if pretrained is not None:
       params = _with_values(params, pretrained)
     state = {'params': params, 'step': jnp.zeros((), jnp.int32)}
+    if teacher is not None:  # boxed like the teacher's own init, so it is sharded too
+      state['teacher'] = _with_values(teacher_model.init(rng, tokens)['params'], teacher)
     if lcfg is None:
       return {**state, 'opt_state': tx.init(params)}
     adapters = lora_lib.init(params, lcfg, jax.random.fold_in(rng, 1))
@@ -172,25 +211,46 @@ def state_fns(config: ml_collections.ConfigDict, model: Transformer):
   return init_state, (tx, schedule)
 
 
+def prune_config(config: ml_collections.ConfigDict) -> pruning.PruneConfig | None:
+  pc = config.get('prune')
+  if not pc or pc.get('kind', 'none') == 'none':
+    return None
+  return pruning.PruneConfig(**pc.to_dict())
+
+
 def make_train_step(model: Transformer, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
-                    lora_cfg: lora_lib.LoraConfig | None = None):
+                    lora_cfg: lora_lib.LoraConfig | None = None,
+                    teacher_model: Transformer | None = None, distill_cfg: Any = None):
   """(state, batch, rng) -> (state, metrics): one optimizer step on the LM loss, of the
-  params or, with `lora_cfg`, of the adapters only (the base stays frozen)."""
-  loss_fn = make_loss_fn(model)
+  params or, with `lora_cfg`, of the adapters only (the base stays frozen). With a
+  `teacher_model`, the loss is the KD loss against its logits on the same batch, computed
+  in the same jitted step from `state['teacher']`."""
   key = 'params' if lora_cfg is None else 'lora'
 
   def train_step(state, batch, rng):
+    if teacher_model is None:
+      loss_fn = make_loss_fn(model)
+    else:
+      def loss_fn(params, batch, rng):
+        rngs = None if rng is None else {'dropout': rng}
+        student, _ = model.apply({'params': params}, batch['inputs'],
+                                 deterministic=rng is None, rngs=rngs)
+        teacher, _ = teacher_model.apply({'params': state['teacher']}, batch['inputs'])
+        return kd_loss(student, teacher, batch['targets'], mask=batch.get('mask'),
+                       temperature=float(distill_cfg.temperature), alpha=float(distill_cfg.alpha))
     if lora_cfg is None:
       fn = loss_fn
     else:
       def fn(adapters, batch, rng):
         with lora_lib.adapters(adapters, lora_cfg, rng, deterministic=rng is None):
           return loss_fn(state['params'], batch, rng)
-    (loss, _), grads = gradients.value_and_grad(fn, state[key], batch, rng, grad_accum_steps)
+    (loss, aux), grads = gradients.value_and_grad(fn, state[key], batch, rng, grad_accum_steps)
     updates, opt_state = tx.update(grads, state['opt_state'], state[key])
     metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
                'lr': schedule(state['step'])}
+    if teacher_model is not None:
+      metrics.update({'kd_kl': aux['kl'], 'kd_ce': aux['ce']})
     return {**state, key: optax.apply_updates(state[key], updates), 'opt_state': opt_state,
             'step': state['step'] + 1}, metrics
 
@@ -206,22 +266,22 @@ def inference_params(config: ml_collections.ConfigDict, state: dict[str, Any]) -
 
 
 def _load_data(config, workdir):
-  """(model, tokenizer, pretrained, train_iter, val batches, chars/token, default prompt)."""
+  """(model, tokenizer, pretrained, teacher, train_iter, val batches, chars/token, prompt)."""
   tc, ec = config.train, config.eval
   block = config.data.block_size
   local_batch = mesh_lib.local_batch_size(tc.batch_size)
   if config.data.source == 'sft_jsonl':
     rows = sft.read_jsonl(config.data.path)
     text = '\n'.join(json.dumps(r, ensure_ascii=False) for r in rows)
-    model, tokenizer, pretrained = resolve_model(config, workdir, text)
+    model, tokenizer, pretrained, teacher = resolve_model(config, workdir, text)
     train_ex, val_ex = sft.split(sft.encode_examples(rows, tokenizer, block, config.data.path),
                                  config.data.val_fraction)
     train_iter = sft.make_train_iterator(train_ex, batch_size=local_batch, seed=config.seed)
     val = sft.eval_batches(val_ex, ec.batch_size) if len(val_ex['inputs']) else []
     prompt = sft.prompt_and_response(rows[-1], tokenizer, config.data.path)[0]
-    return model, tokenizer, pretrained, train_iter, val, 1.0, prompt
+    return model, tokenizer, pretrained, teacher, train_iter, val, 1.0, prompt
   text = text_sources.load_text(config.data)
-  model, tokenizer, pretrained = resolve_model(config, workdir, text)
+  model, tokenizer, pretrained, teacher = resolve_model(config, workdir, text)
   tokens = tokenizer.encode(text)
   train_tokens, val_tokens = sequences.split_train_val(
       tokens, config.data.val_fraction, block_size=block)
@@ -232,17 +292,18 @@ def _load_data(config, workdir):
                                 max_batches=ec.num_batches) if len(val_tokens) else [])
   chars_per_token = (len(tokenizer.decode(val_tokens)) / len(val_tokens)) if len(val_tokens) else 1.0
   prompt = tokenizer.decode(val_tokens[:1] if len(val_tokens) else tokens[:1])
-  return model, tokenizer, pretrained, train_iter, val, chars_per_token, prompt
+  return model, tokenizer, pretrained, teacher, train_iter, val, chars_per_token, prompt
 
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
   block = config.data.block_size
-  model, tokenizer, pretrained, train_iter, val_batches, chars_per_token, prompt = _load_data(
-      config, workdir)
-  init_state, (tx, schedule) = state_fns(config, model)
+  (model, tokenizer, pretrained, teacher, train_iter, val_batches, chars_per_token,
+   prompt) = _load_data(config, workdir)
+  teacher_model = teacher[0] if teacher else None
+  init_state, (tx, schedule) = state_fns(config, model, teacher_model)
   train_step = make_train_step(model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
-                               lora_config(config))
+                               lora_config(config), teacher_model, config.get('distill'))
 
   ec = config.eval
   eval_step = _eval_fn(model)
@@ -272,7 +333,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                    evaluate=evaluate, tokens_per_step=tc.batch_size * block,
                    examples_per_step=tc.batch_size,
                    flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block,
-                   init_args=() if pretrained is None else (pretrained,))
+                   init_args=(pretrained, teacher[1] if teacher else None))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -285,15 +346,33 @@ def load_workdir(workdir: str, step: int | None = None):
   """(config, model, params, tokenizer) of a trained LM workdir (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'lm')
   tokenizer = tokenizers.load_tokenizer(workdir)
-  path = os.path.join(workdir, MODEL_CONFIG)
-  if os.path.exists(path):
-    with open(path) as f:
-      model = Transformer(TransformerConfig(**json.load(f)))
+  if os.path.exists(os.path.join(workdir, MODEL_CONFIG)):
+    model = Transformer(_model_config_of(workdir))
   else:  # workdirs written before model_config.json existed
     model = make_model(config, tokenizer.vocab_size)
-  init_state, _ = state_fns(config, model)
-  state, _ = workdir_lib.restore_state(workdir, init_state, step)
+  state = _restore(config, workdir, model, step)
   return config, model, inference_params(config, state), tokenizer
+
+
+def _model_config_of(workdir: str) -> TransformerConfig:
+  with open(os.path.join(workdir, MODEL_CONFIG)) as f:
+    return TransformerConfig(**json.load(f))
+
+
+def _restore(config, workdir: str, model: Transformer, step: int | None = None):
+  """The newest (or `step`) state of an LM workdir, including a distillation teacher's
+  frozen params (its architecture read from the source's config, not its weights)."""
+  spec = (config.get('distill') or {}).get('teacher') or ''
+  if not spec:
+    init_state, _ = state_fns(config, model)
+    return workdir_lib.restore_state(workdir, init_state, step)[0]
+  t_cfg = (_model_config_of(spec[len('workdir:'):]) if spec.startswith('workdir:')
+           else sources.config_of(spec))
+  teacher_model = Transformer(dataclasses.replace(t_cfg, scan_layers=False, remat='none'))
+  t_abstract = jax.eval_shape(lambda: nn.unbox(teacher_model.init(
+      jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params']))
+  init_state, _ = state_fns(config, model, teacher_model)
+  return workdir_lib.restore_state(workdir, init_state, step, (None, t_abstract))[0]
 
 
 def export_hf(workdir: str, out_dir: str) -> None:
@@ -305,8 +384,7 @@ def export_hf(workdir: str, out_dir: str) -> None:
     tokenizer.save_hf(out_dir)
   lcfg = lora_config(config)
   if lcfg is not None:
-    init_state, _ = state_fns(config, model)
-    state, _ = workdir_lib.restore_state(workdir, init_state)
+    state = _restore(config, workdir, model)
     lora_lib.save(state['lora'], lcfg, os.path.join(out_dir, 'adapter.safetensors'))
 
 

@@ -70,6 +70,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0,
                                           targets=r'attn/(qkv|out)$'))
 
+  # Pruning during training (genai/compress/pruning.py), kind 'none' = off: 'magnitude'
+  # (global or per-layer threshold, sparsity reached on a cubic schedule from begin_step to
+  # end_step; None = one shot at begin_step, then recovery) or 'nm' (n of every m inputs).
+  c.prune = ml_collections.ConfigDict(dict(
+      kind='none', sparsity=0.5, scope='global', n=2, m=4, begin_step=0,
+      end_step=_optional(int), every=100, power=3.0, targets=r'kernel$'))
+
+  # Distillation: teacher = 'workdir:DIR' | 'hf:DIR' | 'gguf:FILE' | 'smollm2' ('' = off).
+  # The student is config.model over the teacher's tokenizer; loss = alpha * T^2 * KL +
+  # (1 - alpha) * cross-entropy, with the teacher's logits computed in the same step.
+  c.distill = ml_collections.ConfigDict(dict(teacher='', temperature=2.0, alpha=0.5))
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64
   c.eval.num_batches = 20             # 0 = the whole validation split

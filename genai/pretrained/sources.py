@@ -11,6 +11,7 @@ scan_layers, max_len (no larger than the checkpoint's learned position table).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any
 
@@ -34,6 +35,21 @@ def _apply_overrides(cfg: TransformerConfig, params: Any, overrides: dict[str, A
     # Re-lay the tensors for the new layout (stacked layers, shorter position table).
     params = convert.to_genai(new, convert.from_genai(cfg, params))
   return new, params
+
+
+def config_of(spec: str) -> TransformerConfig:
+  """The architecture of a pretrained source without reading (or dequantizing) its weights."""
+  kind, _, where = spec.partition(':')
+  if kind == 'hf':
+    with open(os.path.join(where, 'config.json')) as f:
+      return hf.config_from_hf(json.load(f), where)
+  if kind in ('gguf', 'smollm2'):
+    path = where if kind == 'gguf' else str(fetch.smollm2_path())
+    reader = gguf._reader(path)  # pylint: disable=protected-access
+    return gguf.config_from_metadata(gguf.read_metadata(reader),
+                                     {t.name for t in reader.tensors}, path)
+  raise ValueError(f'{spec!r} is not a known source; use hf:DIR, gguf:FILE, smollm2 or '
+                   'workdir:DIR.')
 
 
 def load(spec: str, **overrides) -> tuple[TransformerConfig, Any, tokenizers.Tokenizer | None]:

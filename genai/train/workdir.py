@@ -99,8 +99,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                     peak_flops_per_device=float((pc or {}).get('peak_flops_per_device', 0.0)))
 
 
-def restore_state(workdir: str, init_state: Callable[[jax.Array], Any],
-                  step: int | None = None) -> tuple[Any, int]:
+def restore_state(workdir: str, init_state: Callable[..., Any],
+                  step: int | None = None, init_args: tuple = ()) -> tuple[Any, int]:
   """(state, step) of the newest (or given) checkpoint, shaped like `init_state(rng)`.
 
   Reads without initialising: the abstract state comes from `jax.eval_shape`. Safe to call
@@ -113,7 +113,8 @@ def restore_state(workdir: str, init_state: Callable[[jax.Array], Any],
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first.')
     # Onto this process's devices, whatever topology wrote it (e.g. a GPU run read on CPU).
-    abstract = sharding.abstract_state(init_state, mesh_lib.make_mesh(), sharding.DEFAULT_RULES)
+    abstract = sharding.abstract_state(init_state, mesh_lib.make_mesh(), sharding.DEFAULT_RULES,
+                                       *init_args)
     state, _ = ckpt.restore(step, abstract)
   finally:
     ckpt.close()

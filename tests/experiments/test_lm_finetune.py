@@ -127,3 +127,33 @@ def test_export_hf_of_a_workdir_loads_in_transformers(base_workdir, tmp_path):
   cfg, _ = hf.import_hf(out)
   assert cfg.num_layers == model.config.num_layers
 
+
+
+def test_prune_during_fine_tuning_keeps_the_sparsity(base_workdir, tmp_path):
+  from genai.compress import pruning
+  c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'prune.kind': 'magnitude',
+                 'prune.sparsity': 0.5, 'prune.begin_step': 0})
+  state = lm.train_and_evaluate(c, str(tmp_path))
+  params = jax.tree.map(np.asarray, state['params'])
+  assert pruning.sparsity_of(params) == pytest.approx(0.5, abs=0.01)
+  # The checkpoint holds the zeros too, and the sampler reads them back.
+  assert pruning.sparsity_of(_params(str(tmp_path))) == pytest.approx(0.5, abs=0.01)
+  with pytest.raises(ValueError, match='cannot be combined'):
+    lm.train_and_evaluate(_config(**{'prune.kind': 'nm', 'lora.rank': 2}), str(tmp_path / 'x'))
+
+
+def test_distillation_from_a_teacher_workdir(base_workdir, tmp_path):
+  wd = str(tmp_path)
+  c = _config(**{'distill.teacher': f'workdir:{base_workdir}', 'model.d_model': 16,
+                 'distill.alpha': 0.7})
+  lines = []
+  state = lm.workdir_lib.run(c, wd, lm.build_task, print_fn=lines.append)
+  teacher = _params(base_workdir)
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state['teacher']), teacher)
+  assert state['params']['embed']['embedding'].shape[1] == 16
+  assert state['params']['embed']['embedding'].shape[0] == teacher['embed']['embedding'].shape[0]
+  # The student workdir samples with the teacher's tokenizer, without loading the teacher.
+  assert lm.sample(wd, 'The ', num_tokens=3)[0].startswith('The ')
+  with pytest.raises(ValueError, match='distill.alpha=1.5'):
+    lm.train_and_evaluate(_config(**{'distill.teacher': f'workdir:{base_workdir}',
+                                     'distill.alpha': 1.5}), str(tmp_path / 'bad'))
