@@ -1,0 +1,151 @@
+"""The compression report of a trained LM workdir: size, speed and quality, one table.
+
+  python -m benchmarks.compress_report --workdir runs/shakespeare_fast \
+      [--student runs/student_distilled] [--recovery_steps 200] [--sparsities 0.3,0.5,0.7]
+
+Rows: the original float32 model; weight-only int8 (per channel) and int4 (group-wise,
+asymmetric) with the matmul path on integer storage (genai/compress/quantize.py); one-shot
+global magnitude pruning at each --sparsities (no retraining), and at 50% followed by a
+--recovery_steps fine-tune with the mask held (experiments.lm with prune + init_from); a
+distilled student workdir if given. Columns: parameters (non-zero for pruned models),
+bytes on disk (the safetensors file of the weights as stored: float32, int8/int4 + scales;
+pruned weights are stored dense, so their bytes do not shrink), forward tokens/s on the
+validation batches, and validation perplexity on the whole validation split of the run's
+own data. One JSON line per row, then the Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import lm
+from genai.compress import pruning
+from genai.compress import quantize as qz
+from genai.data import sequences
+from genai.data import text_sources
+from genai.pretrained import safetensors_io
+
+
+def _val_batches(config, tokenizer, batch_size=64):
+  tokens = tokenizer.encode(text_sources.load_text(config.data))
+  _, val = sequences.split_train_val(tokens, config.data.val_fraction,
+                                     block_size=config.data.block_size)
+  return sequences.eval_batches(val, block_size=config.data.block_size, batch_size=batch_size,
+                                max_batches=0)
+
+
+def _score(logits_fn, batches):
+  """(perplexity, forward tokens/s) with a jitted logits_fn(inputs) -> [B, T, V]."""
+
+  @jax.jit
+  def nll(inputs, targets):
+    logits = logits_fn(inputs)
+    return -jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1))
+
+  jax.block_until_ready(nll(batches[0]['inputs'], batches[0]['targets']))  # compile
+  t0 = time.perf_counter()
+  total = sum(float(nll(b['inputs'], b['targets'])) for b in batches)
+  dt = time.perf_counter() - t0
+  n = sum(b['targets'].size for b in batches)
+  return math.exp(total / n), n / dt
+
+
+def _file_bytes(tensors, tmp, name):
+  path = os.path.join(tmp, name + '.safetensors')
+  flat = {k: np.asarray(v) for k, v in _flatten(tensors).items()}
+  safetensors_io.write(path, flat)
+  return os.path.getsize(path)
+
+
+def _flatten(tree, prefix=''):
+  out = {}
+  for k, v in tree.items():
+    key = f'{prefix}{k}'
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + '/'))
+    else:
+      out[key] = v
+  return out
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--student', default='', help='a distilled student LM workdir')
+  p.add_argument('--sparsities', default='0.3,0.5,0.7')
+  p.add_argument('--recovery_steps', type=int, default=200)
+  p.add_argument('--recovery_lr', type=float, default=3e-4)
+  p.add_argument('--out', default='')
+  a = p.parse_args()
+
+  config, model, params, tokenizer = lm.load_workdir(a.workdir)
+  params = jax.tree.map(np.asarray, params)
+  batches = _val_batches(config, tokenizer)
+  rows = []
+  tmp = tempfile.mkdtemp(prefix='genai_compress_')
+
+  def add(name, n_params, nbytes, ppl_speed):
+    ppl, tok_s = ppl_speed
+    rows.append({'model': name, 'params': int(n_params), 'bytes': int(nbytes),
+                 'val_ppl': round(ppl, 4), 'tokens_per_s': round(tok_s)})
+    print(json.dumps(rows[-1]), flush=True)
+
+  n_all = sum(x.size for x in jax.tree.leaves(params))
+  dense = lambda prm: (lambda x: model.apply({'params': prm}, x)[0])
+  add('float32 (original)', n_all, _file_bytes(params, tmp, 'float'), _score(dense(params), batches))
+  for kind, group in (('int8', 0), ('int4', 32), ('int4', 64)):
+    qp = qz.quantize_params(params, kind, group_size=group or 32)
+    stored = {'float': qp['float'], 'quantized': qp['quantized']}
+    add(f'{kind}' + (f' g{group}' if group else ''), n_all, _file_bytes(stored, tmp, kind),
+        _score(lambda x, qp=qp: qz.apply_quantized(model, qp, x)[0], batches))
+  for s in [float(x) for x in a.sparsities.split(',') if x]:
+    masks = pruning.magnitude_masks(params, s)
+    pruned = jax.tree.map(lambda w, m: np.where(np.asarray(m), w, 0).astype(w.dtype), params, masks)
+    nz = sum(int(np.count_nonzero(x)) for x in jax.tree.leaves(pruned))
+    add(f'pruned {int(100 * s)}% (one shot)', nz, _file_bytes(pruned, tmp, f'p{s}'),
+        _score(dense(pruned), batches))
+  if a.recovery_steps:
+    wd = os.path.join(tmp, 'recovery')
+    c = lm.workdir_lib.load_config(a.workdir, 'lm')
+    c.model.init_from = f'workdir:{a.workdir}'
+    c.prune.update(kind='magnitude', sparsity=0.5, begin_step=0, end_step=None)
+    c.train.update(num_steps=a.recovery_steps, eval_every=0, checkpoint_every=a.recovery_steps,
+                   log_every=max(a.recovery_steps // 4, 1))
+    c.optimizer.update(learning_rate=a.recovery_lr, warmup_steps=min(20, a.recovery_steps // 4),
+                       end_learning_rate=a.recovery_lr / 10)
+    c.eval.sample_tokens = 0
+    lm.workdir_lib.run(c, wd, lm.build_task, print_fn=lambda _: None)
+    _, _, rec, _ = lm.load_workdir(wd)
+    rec = jax.tree.map(np.asarray, rec)
+    nz = sum(int(np.count_nonzero(x)) for x in jax.tree.leaves(rec))
+    add(f'pruned 50% + {a.recovery_steps}-step recovery', nz, _file_bytes(rec, tmp, 'rec'),
+        _score(dense(rec), batches))
+  if a.student:
+    _, s_model, s_params, _ = lm.load_workdir(a.student)
+    s_params = jax.tree.map(np.asarray, s_params)
+    add('distilled student', sum(x.size for x in jax.tree.leaves(s_params)),
+        _file_bytes(s_params, tmp, 'student'),
+        _score(lambda x: s_model.apply({'params': s_params}, x)[0], batches))
+  base = rows[0]['val_ppl']
+  print(f'\nCompression report of {a.workdir} ({sum(b["targets"].size for b in batches):,} '
+        f'validation tokens, {jax.devices()[0].device_kind})')
+  print('| model | parameters | bytes on disk | tokens/s (forward) | val perplexity | change |')
+  print('|---|---|---|---|---|---|')
+  for r in rows:
+    print(f'| {r["model"]} | {r["params"]:,} | {r["bytes"]:,} | {r["tokens_per_s"]:,} | '
+          f'{r["val_ppl"]:.4f} | {100 * (r["val_ppl"] / base - 1):+.2f}% |')
+  if a.out:
+    with open(a.out, 'w') as f:
+      json.dump(rows, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
