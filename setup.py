@@ -34,6 +34,8 @@ INSTALL_REQUIRES = [
     'gguf==0.19.0',
     'tokenizers==0.23.3',
     'jinja2==3.1.6',
+    # Quantization-aware training (genai/compress/qat.py).
+    'qwix==0.1.8',
 ]
 
 EXTRAS = {

@@ -25,6 +25,7 @@ from genai.data import sequences
 from genai.data import sft
 from genai.data import text_sources
 from genai.compress import pruning
+from genai.compress import qat
 from genai.data import tokenizers
 from genai.evaluation import text_metrics
 from genai.models import lora as lora_lib
@@ -46,7 +47,7 @@ from genai.train.optimizers import make_optimizer
 # =========================== Building blocks ===========================================
 
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transformer:
-  model_cfg = {k: v for k, v in config.model.items() if k != 'init_from'}
+  model_cfg = {k: v for k, v in config.model.items() if k not in ('init_from', 'qat', 'qat_tile')}
   model_cfg.setdefault('max_len', config.data.block_size)
   if model_cfg['max_len'] < config.data.block_size:
     raise ValueError(f'model.max_len={model_cfg["max_len"]} < data.block_size='
@@ -302,11 +303,14 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
    prompt) = _load_data(config, workdir)
   teacher_model = teacher[0] if teacher else None
   init_state, (tx, schedule) = state_fns(config, model, teacher_model)
-  train_step = make_train_step(model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
+  # Quantization-aware training: the loss (and validation) see fake-quantized weights.
+  qat_kind = config.model.get('qat') or ''
+  train_model = qat.wrap(model, qat_kind, config.model.get('qat_tile') or 32) if qat_kind else model
+  train_step = make_train_step(train_model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
                                lora_config(config), teacher_model, config.get('distill'))
 
   ec = config.eval
-  eval_step = _eval_fn(model)
+  eval_step = _eval_fn(train_model)
   bleu_rows = _read_bleu_file(ec.bleu_file) if ec.get('bleu_file') else []
   prompt = ec.get('sample_prompt') or prompt
 

@@ -55,6 +55,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.dtype = 'float32'            # compute dtype ('bfloat16' on GPU/TPU); params stay float32
   c.model.remat = 'none'               # 'none' | 'full' | 'dots' | 'dots_no_batch'
   c.model.scan_layers = False          # nn.scan over layers (compile time independent of depth)
+  c.model.qat = ''                     # '' | 'int8' | 'int4': quantization-aware training (qwix)
+  c.model.qat_tile = 32                # int4 QAT: input rows per scale
 
   c.optimizer = common.optimizer_config(
       b2=0.99, weight_decay=0.1, grad_clip_norm=1.0, warmup_steps=100, end_learning_rate=1e-4)

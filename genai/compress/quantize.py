@@ -5,10 +5,11 @@
   logits = apply_quantized(model, q, tokens)   # the model runs its matmuls on them
 
 Symmetric scales. A kernel [in, *out] is treated as the matrix [in, prod(out)]:
-  int8: one scale per output column, q in [-127, 127], w ~= q * scale.
+  int8: one scale per output column (absmax / 127.5, qwix's convention, so QAT with
+        genai/compress/qat.py trains on exactly this grid), q in [-128, 127], w ~= q * scale.
   int4: per (group of `group_size` input rows, output column) a scale and a minimum
         (asymmetric, q in [0, 15], like llama.cpp's Q4_1) or a scale only (symmetric,
-        q in [-7, 7] offset by 8); nibbles packed two per byte (row 2i low, 2i+1 high).
+        q in [-8, 7] offset by 8); nibbles packed two per byte (row 2i low, 2i+1 high).
 The matmul path never materialises a float kernel: int8 uses x @ q (int8 widened inside
 the dot) times the column scales; int4 computes each group's partial product and scales it
 before summing. Works for any flax.linen model through method interception of nn.Dense /
@@ -32,12 +33,15 @@ def _as_matrix(w):
 
 
 def quantize_int8(w: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-output-column symmetric int8: {'q' int8 [in, out], 'scale' f32 [out]}."""
-  m = _as_matrix(np.asarray(w, np.float32))
-  scale = np.abs(m).max(axis=0) / 127.0
-  scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-  q = np.clip(np.round(m / scale), -127, 127).astype(np.int8)
-  return {'q': q, 'scale': scale}
+  """Per-output-column symmetric int8: {'q' int8 [in, out], 'scale' f32 [out]}.
+
+  Computed with XLA ops (not numpy), whose float32 division rounds like qwix's fake
+  quantization does, so a QAT-trained model lands on exactly this grid."""
+  m = jnp.asarray(_as_matrix(np.asarray(w, np.float32)))
+  scale = jnp.max(jnp.abs(m), axis=0) / 127.5  # qwix's bound (qmax + 0.5): all of int8
+  scale = jnp.where(scale == 0, 1.0, scale)
+  q = jnp.clip(jnp.round(m / scale), -128, 127).astype(jnp.int8)
+  return {'q': np.asarray(q), 'scale': np.asarray(scale, np.float32)}
 
 
 def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = False
@@ -45,27 +49,29 @@ def quantize_int4(w: np.ndarray, group_size: int = 32, symmetric: bool = False
   """Group-wise int4: {'packed' uint8 [in/2, out], 'scale' f32 [in/g, out] (+ 'min')}.
 
   Asymmetric (default, like llama.cpp's Q4_1): w ~= q * scale + min with q in [0, 15], so
-  each group's full range is used. Symmetric: w ~= (q - 8) * scale with q - 8 in [-7, 7].
+  each group's full range is used. Symmetric (qwix's int4 grid): w ~= (q - 8) * scale with
+  scale = absmax / 7.5 and q - 8 in [-8, 7].
   """
   m = _as_matrix(np.asarray(w, np.float32))
   d_in, d_out = m.shape
   if d_in % group_size or group_size % 2:
     raise ValueError(f'int4 needs the input dimension ({d_in}) to be a multiple of an even '
                      f'group_size ({group_size}); pick a group_size that divides it.')
-  g = m.reshape(d_in // group_size, group_size, d_out)
+  g = jnp.asarray(m).reshape(d_in // group_size, group_size, d_out)
   out = {}
   if symmetric:
-    scale = np.abs(g).max(axis=1) / 7.0
-    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    q = np.clip(np.round(g / scale[:, None]), -7, 7) + 8
+    scale = jnp.max(jnp.abs(g), axis=1) / 7.5
+    scale = jnp.where(scale == 0, 1.0, scale)
+    q = jnp.clip(jnp.round(g / scale[:, None]), -8, 7) + 8
   else:
-    lo, hi = g.min(axis=1), g.max(axis=1)
-    scale = ((hi - lo) / 15.0).astype(np.float32)
-    scale = np.where(scale == 0, 1.0, scale).astype(np.float32)
-    q = np.clip(np.round((g - lo[:, None]) / scale[:, None]), 0, 15)
-    out['min'] = lo.astype(np.float32)
-  u = q.astype(np.uint8).reshape(d_in, d_out)
-  out.update(packed=(u[0::2] | (u[1::2] << 4)).astype(np.uint8), scale=scale)
+    lo, hi = jnp.min(g, axis=1), jnp.max(g, axis=1)
+    scale = (hi - lo) / 15.0
+    scale = jnp.where(scale == 0, 1.0, scale)
+    q = jnp.clip(jnp.round((g - lo[:, None]) / scale[:, None]), 0, 15)
+    out['min'] = np.asarray(lo, np.float32)
+  u = np.asarray(q).astype(np.uint8).reshape(d_in, d_out)
+  out.update(packed=(u[0::2] | (u[1::2] << 4)).astype(np.uint8),
+             scale=np.asarray(scale, np.float32))
   return out
 
 

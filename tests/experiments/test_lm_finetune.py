@@ -157,3 +157,10 @@ def test_distillation_from_a_teacher_workdir(base_workdir, tmp_path):
   with pytest.raises(ValueError, match='distill.alpha=1.5'):
     lm.train_and_evaluate(_config(**{'distill.teacher': f'workdir:{base_workdir}',
                                      'distill.alpha': 1.5}), str(tmp_path / 'bad'))
+
+
+def test_quantization_aware_training_runs_on_the_loop(base_workdir, tmp_path):
+  c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'model.qat': 'int8'})
+  lines = []
+  lm.workdir_lib.run(c, str(tmp_path), lm.build_task, print_fn=lines.append)
+  assert any(l.startswith('eval @ 6: val/loss') for l in lines)
