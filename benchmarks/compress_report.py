@@ -4,7 +4,9 @@
       [--student runs/student_distilled] [--recovery_steps 200] [--sparsities 0.3,0.5,0.7]
 
 Rows: the original float32 model; weight-only int8 (per channel) and int4 (group-wise,
-asymmetric) with the matmul path on integer storage (genai/compress/quantize.py); one-shot
+asymmetric and symmetric) with the matmul path on integer storage
+(genai/compress/quantize.py); symmetric int4 after a --qat_steps QAT fine-tune (qwix
+fake quantization on the same grid, model.qat=int4); one-shot
 global magnitude pruning at each --sparsities (no retraining), and at 50% followed by a
 --recovery_steps fine-tune with the mask held (experiments.lm with prune + init_from); a
 distilled student workdir if given. Columns: parameters (non-zero for pruned models),
@@ -83,6 +85,7 @@ def main():
   p.add_argument('--sparsities', default='0.3,0.5,0.7')
   p.add_argument('--recovery_steps', type=int, default=200)
   p.add_argument('--recovery_lr', type=float, default=3e-4)
+  p.add_argument('--qat_steps', type=int, default=200)
   p.add_argument('--out', default='')
   a = p.parse_args()
 
@@ -101,11 +104,16 @@ def main():
   n_all = sum(x.size for x in jax.tree.leaves(params))
   dense = lambda prm: (lambda x: model.apply({'params': prm}, x)[0])
   add('float32 (original)', n_all, _file_bytes(params, tmp, 'float'), _score(dense(params), batches))
-  for kind, group in (('int8', 0), ('int4', 32), ('int4', 64)):
-    qp = qz.quantize_params(params, kind, group_size=group or 32)
+  def quantized_row(name, prm, kind, group, symmetric=False):
+    qp = qz.quantize_params(prm, kind, group_size=group or 32, symmetric=symmetric)
     stored = {'float': qp['float'], 'quantized': qp['quantized']}
-    add(f'{kind}' + (f' g{group}' if group else ''), n_all, _file_bytes(stored, tmp, kind),
+    add(name, n_all, _file_bytes(stored, tmp, name.replace(' ', '_')),
         _score(lambda x, qp=qp: qz.apply_quantized(model, qp, x)[0], batches))
+
+  for kind, group, sym in (('int8', 0, True), ('int4', 32, False), ('int4', 64, False),
+                           ('int4', 32, True)):
+    quantized_row(kind + (f' g{group}' if group else '') + (' symmetric' if sym and group else ''),
+                  params, kind, group, sym)
   for s in [float(x) for x in a.sparsities.split(',') if x]:
     masks = pruning.magnitude_masks(params, s)
     pruned = jax.tree.map(lambda w, m: np.where(np.asarray(m), w, 0).astype(w.dtype), params, masks)
@@ -128,6 +136,19 @@ def main():
     nz = sum(int(np.count_nonzero(x)) for x in jax.tree.leaves(rec))
     add(f'pruned 50% + {a.recovery_steps}-step recovery', nz, _file_bytes(rec, tmp, 'rec'),
         _score(dense(rec), batches))
+  if a.qat_steps:  # int4 QAT fine-tune (qwix, symmetric g32), then stored as int4 g32
+    wd = os.path.join(tmp, 'qat')
+    c = lm.workdir_lib.load_config(a.workdir, 'lm')
+    c.model.init_from = f'workdir:{a.workdir}'
+    c.model.qat, c.model.qat_tile = 'int4', 32
+    c.train.update(num_steps=a.qat_steps, eval_every=0, checkpoint_every=a.qat_steps,
+                   log_every=max(a.qat_steps // 4, 1))
+    c.optimizer.update(learning_rate=a.recovery_lr, warmup_steps=min(20, a.qat_steps // 4),
+                       end_learning_rate=a.recovery_lr / 10)
+    c.eval.sample_tokens = 0
+    lm.workdir_lib.run(c, wd, lm.build_task, print_fn=lambda _: None)
+    qat_params = jax.tree.map(np.asarray, lm.load_workdir(wd)[2])
+    quantized_row(f'int4 g32 symmetric after {a.qat_steps}-step QAT', qat_params, 'int4', 32, True)
   if a.student:
     _, s_model, s_params, _ = lm.load_workdir(a.student)
     s_params = jax.tree.map(np.asarray, s_params)

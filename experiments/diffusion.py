@@ -156,29 +156,59 @@ def fast_key(rng: jax.Array) -> jax.Array:
 def _state_fns(config: ml_collections.ConfigDict, model, image_shape, num_classes: int):
   tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
 
-  def init_state(rng):
+  def init_state(rng, teacher=None):
     x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
     y = jnp.zeros((1,), jnp.int32) if num_classes else None
     params = model.init(fast_key(rng), x, jnp.zeros((1,), jnp.float32), y)['params']
-    return {'params': params, 'ema_params': params, 'opt_state': tx.init(params),
-            'step': jnp.zeros((), jnp.int32)}
+    state = {'params': params, 'ema_params': params, 'opt_state': tx.init(params),
+             'step': jnp.zeros((), jnp.int32)}
+    if teacher is not None:  # a frozen distillation teacher (no optimizer state)
+      state['teacher'] = teacher
+    return state
 
   return init_state, (tx, schedule)
 
 
-def _loss_fn(model, sched, config, num_classes, *, train: bool):
+def _loss_fn(model, sched, config, num_classes, *, train: bool, teacher_model=None):
   dc = config.diffusion
+  alpha = float((config.get('distill') or {}).get('alpha', 0.0)) if teacher_model else 0.0
 
-  def loss_fn(params, x0, y, rng, t_B=None, noise=None):
+  def loss_fn(params, x0, y, rng, t_B=None, noise=None, teacher_params=None):
     def apply(x, t, yy, r):
       return model.apply({'params': params}, x, t, yy, train=train,
                          rngs={'dropout': fast_key(r)} if train else {})
+
+    teacher_fn = None
+    if teacher_params is not None:
+      teacher_fn = lambda x, t, yy, r: teacher_model.apply({'params': teacher_params}, x, t, yy,
+                                                           train=False)
     return dfn.diffusion_loss(apply, sched, x0, y, rng, prediction=dc.prediction,
                               num_classes=num_classes,
                               p_uncond=float(dc.p_uncond) if train else 0.0,
-                              t_B=t_B, noise=noise)
+                              t_B=t_B, noise=noise, teacher_fn=teacher_fn,
+                              distill_alpha=alpha)
 
   return loss_fn
+
+
+def _load_teacher(config, image_shape, num_classes: int, *, weights: bool = True):
+  """(teacher backbone, its EMA params or their abstract shapes) for `distill.teacher`,
+  checked to denoise the same images with the same schedule and prediction."""
+  path = (config.get('distill') or {}).get('teacher') or ''
+  if not path:
+    return None, None
+  t_config = workdir_lib.load_config(path, 'diffusion')
+  t_info = workdir_lib.load_image_info(path, 'diffusion')
+  if (tuple(t_info['image_shape']) != tuple(image_shape) or t_info['num_classes'] != num_classes
+      or t_config.diffusion.to_dict() != config.diffusion.to_dict()):
+    raise ValueError(f'distill.teacher={path!r} was trained on other images, classes or a '
+                     'different diffusion block (schedule, steps, prediction); a teacher must '
+                     'match the student on all three.')
+  t_model = make_backbone(t_config.model, t_info['image_shape'], t_info['num_classes'])
+  if weights:
+    return t_model, jax.tree.map(np.asarray, load_workdir(path)[2])
+  t_init, _ = _state_fns(t_config, t_model, t_info['image_shape'], t_info['num_classes'])
+  return t_model, jax.eval_shape(t_init, jax.random.key(0))['ema_params']
 
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -193,18 +223,20 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   sched = dfn.make_schedule(config.diffusion)
   dfn.check_prediction(config.diffusion.prediction)
   init_state, (tx, lr_schedule) = _state_fns(config, model, image_shape, num_classes)
-  train_loss = _loss_fn(model, sched, config, num_classes, train=True)
+  teacher_model, teacher_params = _load_teacher(config, image_shape, num_classes)
+  train_loss = _loss_fn(model, sched, config, num_classes, train=True,
+                        teacher_model=teacher_model)
   eval_loss = _loss_fn(model, sched, config, num_classes, train=False)
 
   def train_step(state, batch, rng):
     y = batch.get('label') if num_classes else None
     (loss, _), grads = jax.value_and_grad(train_loss, has_aux=True)(
-        state['params'], batch['image'], y, rng)
+        state['params'], batch['image'], y, rng, teacher_params=state.get('teacher'))
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
     decay = ema_lib.ema_decay(state['step'], config.ema.decay, config.ema.warmup)
-    return ({'params': params, 'ema_params': ema_lib.ema_update(state['ema_params'], params,
-                                                                 decay),
+    return ({**state, 'params': params,
+             'ema_params': ema_lib.ema_update(state['ema_params'], params, decay),
              'opt_state': opt_state, 'step': state['step'] + 1},
             {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'lr': lr_schedule(state['step'])})
@@ -265,7 +297,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     return results
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
-                   evaluate=evaluate, examples_per_step=tc.batch_size)
+                   evaluate=evaluate, examples_per_step=tc.batch_size,
+                   init_args=() if teacher_params is None else (teacher_params,))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
@@ -280,7 +313,10 @@ def load_workdir(workdir: str, step: int | None = None):
   info = workdir_lib.load_image_info(workdir, 'diffusion')
   model = make_backbone(config.model, info['image_shape'], info['num_classes'])
   init_state, _ = _state_fns(config, model, info['image_shape'], info['num_classes'])
-  state, _ = workdir_lib.restore_state(workdir, init_state, step)
+  _, teacher_abstract = _load_teacher(config, info['image_shape'], info['num_classes'],
+                                      weights=False)
+  init_args = () if teacher_abstract is None else (teacher_abstract,)
+  state, _ = workdir_lib.restore_state(workdir, init_state, step, init_args)
   return config, model, state['ema_params'], info
 
 

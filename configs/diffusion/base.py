@@ -53,6 +53,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optimizer = common.optimizer_config(name='adam', learning_rate=5e-4, grad_clip_norm=1.0,
                                         warmup_steps=200, end_learning_rate=5e-5)
 
+  # Distillation (teacher = another diffusion workdir, '' = off): the student regresses
+  # (1 - alpha) * the true eps/v target + alpha * the teacher's output on the same x_t.
+  c.distill = ml_collections.ConfigDict(dict(teacher='', alpha=0.5))
   c.parallel = common.parallel_config()
   c.train = common.train_config(num_steps=5000, steps_per_call=4)
 

@@ -23,6 +23,9 @@ def wrap(model: nn.Module, kind: str, tile_size: int | None = None,
   if kind not in KINDS:
     raise ValueError(f'model.qat={kind!r} is unknown; use one of {KINDS} (or "" for off).')
   import qwix  # pylint: disable=import-outside-toplevel
+  # qwix's int8 bound is 127.5; scaling its absmax by 127.5 / 127 gives the absmax / 127
+  # grid genai stores (int4 uses qwix's own absmax / 7.5 on both sides).
   rule = qwix.QtRule(module_path=module_path, weight_qtype=kind,
-                     tile_size=tile_size if kind == 'int4' else None)
+                     tile_size=tile_size if kind == 'int4' else None,
+                     weight_calibration_method=f'absmax,{127.5 / 127}' if kind == 'int8' else 'absmax')
   return qwix.quantize_model(model, qwix.QtProvider([rule]))

@@ -5,8 +5,8 @@
   logits = apply_quantized(model, q, tokens)   # the model runs its matmuls on them
 
 Symmetric scales. A kernel [in, *out] is treated as the matrix [in, prod(out)]:
-  int8: one scale per output column (absmax / 127.5, qwix's convention, so QAT with
-        genai/compress/qat.py trains on exactly this grid), q in [-128, 127], w ~= q * scale.
+  int8: one scale per output column (absmax / 127, LLM.int8()'s grid; QAT with
+        genai/compress/qat.py trains on exactly this grid), q in [-127, 127], w ~= q * scale.
   int4: per (group of `group_size` input rows, output column) a scale and a minimum
         (asymmetric, q in [0, 15], like llama.cpp's Q4_1) or a scale only (symmetric,
         q in [-8, 7] offset by 8); nibbles packed two per byte (row 2i low, 2i+1 high).
@@ -36,11 +36,11 @@ def quantize_int8(w: np.ndarray) -> dict[str, np.ndarray]:
   """Per-output-column symmetric int8: {'q' int8 [in, out], 'scale' f32 [out]}.
 
   Computed with XLA ops (not numpy), whose float32 division rounds like qwix's fake
-  quantization does, so a QAT-trained model lands on exactly this grid."""
+  quantization does; genai/compress/qat.py calibrates qwix to this same grid."""
   m = jnp.asarray(_as_matrix(np.asarray(w, np.float32)))
-  scale = jnp.max(jnp.abs(m), axis=0) / 127.5  # qwix's bound (qmax + 0.5): all of int8
+  scale = jnp.max(jnp.abs(m), axis=0) / 127.0  # LLM.int8()'s absmax grid, q in [-127, 127]
   scale = jnp.where(scale == 0, 1.0, scale)
-  q = jnp.clip(jnp.round(m / scale), -128, 127).astype(jnp.int8)
+  q = jnp.clip(jnp.round(m / scale), -127, 127).astype(jnp.int8)
   return {'q': np.asarray(q), 'scale': np.asarray(scale, np.float32)}
 
 

@@ -183,12 +183,16 @@ def drop_labels(rng, y_B, num_classes: int, p_uncond: float):
 
 def diffusion_loss(apply_fn: Callable, s: Schedule, x0, y_B, rng, *, prediction: str = 'eps',
                    num_classes: int = 0, p_uncond: float = 0.0, train: bool = True,
-                   t_B=None, noise=None):
+                   t_B=None, noise=None, teacher_fn: Callable | None = None,
+                   distill_alpha: float = 0.0):
   """Mean squared error of the model's eps (or v) prediction at a random t ~ U{0..T-1}.
 
   apply_fn(x_t, t_B (float32), y_B or None, rng) -> model output shaped like x_t.
   `t_B`/`noise` may be given to evaluate at fixed draws (held-out loss). Returns
   (loss, aux) with aux['per_example'] [B] (mean over pixels).
+  Distillation: with `teacher_fn` (same signature, a trained model) the target becomes
+  (1 - alpha) * true target + alpha * teacher output on the same (x_t, t, y), i.e. the MSE
+  blend (1 - alpha) |out - target|^2 + alpha |out - teacher|^2 up to a constant.
   """
   check_prediction(prediction)
   k_t, k_noise, k_drop, k_model = jax.random.split(rng, 4)
@@ -210,5 +214,8 @@ def diffusion_loss(apply_fn: Callable, s: Schedule, x0, y_B, rng, *, prediction:
     raise ValueError(f'model output {out.shape} does not match the images {x0.shape}; set '
                      'the backbone out_channels to the image channels.')
   target = noise if prediction == 'eps' else v_from_x0_eps(s, x0, noise, t_B)
+  if teacher_fn is not None and distill_alpha > 0:
+    teacher = jax.lax.stop_gradient(teacher_fn(x_t, t_B.astype(jnp.float32), y_B, k_model))
+    target = (1.0 - distill_alpha) * target + distill_alpha * teacher
   per_example = jnp.mean(jnp.square(out - target).reshape(b, -1), axis=-1)
   return jnp.mean(per_example), {'per_example': per_example, 't': t_B}

@@ -3,7 +3,6 @@ gradients pass straight through, and the LM trains with it."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from genai.compress import qat

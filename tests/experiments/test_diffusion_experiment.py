@@ -106,3 +106,25 @@ def test_errors():
   np.testing.assert_array_equal(diffusion.sample_labels(12, 10), np.arange(12) % 10)
   with pytest.raises(FileNotFoundError, match='config.json'):
     diffusion.load_workdir('/nonexistent/workdir')
+
+
+def test_distillation_from_a_teacher_workdir(tmp_path):
+  """A smaller UNet student learns from a trained teacher's eps predictions; the student
+  workdir samples without the teacher's weights; a mismatched teacher is refused."""
+  teacher_cfg = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  teacher = diffusion.train_and_evaluate(teacher_cfg, str(tmp_path / 'teacher'))
+  c = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  c.distill.teacher = str(tmp_path / 'teacher')
+  c.model.unet.features = max(4, c.model.unet.features // 2)
+  state = diffusion.train_and_evaluate(c, str(tmp_path / 'student'))
+  import jax
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state['teacher']),
+               jax.tree.map(np.asarray, teacher['ema_params']))
+  images, _, _ = diffusion.sample(str(tmp_path / 'student'), num_images=2,
+                                  out=str(tmp_path / 'samples'), steps=2)
+  assert np.isfinite(images).all()
+  bad = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  bad.distill.teacher = str(tmp_path / 'teacher')
+  bad.diffusion.num_timesteps = bad.diffusion.num_timesteps + 1
+  with pytest.raises(ValueError, match='a teacher must match the student'):
+    diffusion.train_and_evaluate(bad, str(tmp_path / 'bad'))

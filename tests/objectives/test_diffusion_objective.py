@@ -169,3 +169,19 @@ def test_label_dropout_and_conditioning_errors():
     dfn.diffusion_loss(model, s, x0, None, jax.random.key(0), num_classes=10)
   with pytest.raises(ValueError, match='out_channels'):
     dfn.diffusion_loss(lambda x, t, yy, r: x[..., :0], s, x0, None, jax.random.key(0))
+
+
+def test_distillation_target_blends_the_true_noise_and_the_teacher():
+  import jax
+  import jax.numpy as jnp
+  from genai.objectives import diffusion as dfn_
+  s = dfn_.make_schedule({'schedule': 'cosine', 'num_timesteps': 10})
+  x0 = jnp.ones((2, 4, 4, 1))
+  noise = jnp.full(x0.shape, 0.5)
+  t = jnp.array([3, 7])
+  student = lambda x, tt, y, r: jnp.zeros_like(x)
+  teacher = lambda x, tt, y, r: jnp.full(x.shape, 2.0)
+  loss, _ = dfn_.diffusion_loss(student, s, x0, None, jax.random.key(0), t_B=t, noise=noise,
+                                teacher_fn=teacher, distill_alpha=0.25)
+  # target = 0.75 * 0.5 + 0.25 * 2.0 = 0.875; the student outputs 0
+  assert abs(float(loss) - 0.875 ** 2) < 1e-6
