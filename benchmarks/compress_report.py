@@ -120,34 +120,29 @@ def main():
     nz = sum(int(np.count_nonzero(x)) for x in jax.tree.leaves(pruned))
     add(f'pruned {int(100 * s)}% (one shot)', nz, _file_bytes(pruned, tmp, f'p{s}'),
         _score(dense(pruned), batches))
-  if a.recovery_steps:
-    wd = os.path.join(tmp, 'recovery')
+  def finetune(name, steps, **model):
+    """A short fine-tune of the workdir's model with `model`/prune overrides; its params."""
+    wd = os.path.join(tmp, name)
     c = lm.workdir_lib.load_config(a.workdir, 'lm')
     c.model.init_from = f'workdir:{a.workdir}'
-    c.prune.update(kind='magnitude', sparsity=0.5, begin_step=0, end_step=None)
-    c.train.update(num_steps=a.recovery_steps, eval_every=0, checkpoint_every=a.recovery_steps,
-                   log_every=max(a.recovery_steps // 4, 1))
-    c.optimizer.update(learning_rate=a.recovery_lr, warmup_steps=min(20, a.recovery_steps // 4),
+    c.model.update(model.pop('model', {}))
+    c.prune.update(model.pop('prune', {}))
+    c.train.update(num_steps=steps, eval_every=0, checkpoint_every=steps,
+                   log_every=max(steps // 4, 1))
+    c.optimizer.update(learning_rate=a.recovery_lr, warmup_steps=min(20, steps // 4),
                        end_learning_rate=a.recovery_lr / 10)
     c.eval.sample_tokens = 0
     lm.workdir_lib.run(c, wd, lm.build_task, print_fn=lambda _: None)
-    _, _, rec, _ = lm.load_workdir(wd)
-    rec = jax.tree.map(np.asarray, rec)
+    return jax.tree.map(np.asarray, lm.load_workdir(wd)[2])
+
+  if a.recovery_steps:  # 50% magnitude pruning held through a short fine-tune
+    rec = finetune('recovery', a.recovery_steps,
+                   prune=dict(kind='magnitude', sparsity=0.5, begin_step=0, end_step=None))
     nz = sum(int(np.count_nonzero(x)) for x in jax.tree.leaves(rec))
     add(f'pruned 50% + {a.recovery_steps}-step recovery', nz, _file_bytes(rec, tmp, 'rec'),
         _score(dense(rec), batches))
   if a.qat_steps:  # int4 QAT fine-tune (qwix, symmetric g32), then stored as int4 g32
-    wd = os.path.join(tmp, 'qat')
-    c = lm.workdir_lib.load_config(a.workdir, 'lm')
-    c.model.init_from = f'workdir:{a.workdir}'
-    c.model.qat, c.model.qat_tile = 'int4', 32
-    c.train.update(num_steps=a.qat_steps, eval_every=0, checkpoint_every=a.qat_steps,
-                   log_every=max(a.qat_steps // 4, 1))
-    c.optimizer.update(learning_rate=a.recovery_lr, warmup_steps=min(20, a.qat_steps // 4),
-                       end_learning_rate=a.recovery_lr / 10)
-    c.eval.sample_tokens = 0
-    lm.workdir_lib.run(c, wd, lm.build_task, print_fn=lambda _: None)
-    qat_params = jax.tree.map(np.asarray, lm.load_workdir(wd)[2])
+    qat_params = finetune('qat', a.qat_steps, model=dict(qat='int4', qat_tile=32))
     quantized_row(f'int4 g32 symmetric after {a.qat_steps}-step QAT', qat_params, 'int4', 32, True)
   if a.student:
     _, s_model, s_params, _ = lm.load_workdir(a.student)

