@@ -49,7 +49,8 @@ def _as_id_list(ids: Any) -> list[int]:
 def _write_json(directory: str, payload: dict[str, Any]) -> None:
   # Written last and atomically: a tokenizer.json on disk means the tokenizer
   # (model files included) is complete.
-  tmp = os.path.join(directory, TOKENIZER_JSON + '.tmp')
+  # A per-process temporary name: on a shared workdir several hosts may write at once.
+  tmp = os.path.join(directory, f'{TOKENIZER_JSON}.{os.getpid()}.tmp')
   with open(tmp, 'w', encoding='utf-8') as f:
     json.dump(payload, f, ensure_ascii=False, indent=1)
   os.replace(tmp, os.path.join(directory, TOKENIZER_JSON))
@@ -587,6 +588,11 @@ def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
     tok = HFTokenizer.from_file(path)
   else:
     tok = GPT2BPETokenizer(getattr(tok_cfg, 'bpe_ranks_path', None) or '')
-  if workdir is not None:
-    tok.save(workdir)
+  if workdir is not None and _is_chief():
+    tok.save(workdir)  # Every host builds the same tokenizer; one writes it.
   return tok
+
+
+def _is_chief() -> bool:
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.process_index() == 0

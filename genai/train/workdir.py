@@ -46,6 +46,8 @@ IMAGE_INFO = 'image_info.json'
 
 def save_image_info(workdir: str, image_shape, value_range: str, num_classes: int = 0) -> None:
   """What an image family needs to rebuild its model for sampling without loading the data."""
+  if jax.process_index() != 0:  # one host writes; the others computed the same
+    return
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, IMAGE_INFO), 'w') as f:
     json.dump({'image_shape': list(image_shape), 'num_classes': int(num_classes),
