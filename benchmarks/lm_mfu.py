@@ -77,10 +77,10 @@ def main():
   c.train.num_steps = 1000
   model = lm.make_model(c, pr['vocab'])
   init_state, (tx, schedule) = lm.state_fns(c, model)
-  init, shardings = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
+  init, abstract = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
   state = init(jax.random.key(0))
   step = loop.make_multi_step(lm.make_train_step(model, tx, schedule), jax.random.key(1), mesh,
-                              shardings)
+                              sharding.state_shardings(abstract))
   rng = np.random.default_rng(0)
   k = a.steps_per_call
   tokens = rng.integers(0, pr['vocab'], (k, batch, pr['block'] + 1), dtype=np.int32)

@@ -41,10 +41,11 @@ def time_step(task: loop.Task, steps: int, steps_per_call: int) -> float:
   """Median-of-3 seconds per train step on real batches, compile excluded, run exactly as
   the loop runs it (`steps_per_call` steps per jitted call)."""
   mesh = mesh_lib.make_mesh()
-  init, shardings = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
-                                          *task.init_args)
+  init, abstract = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
+                                         *task.init_args)
   state = init(jax.random.key(0), *task.init_args)
-  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh, shardings)
+  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh,
+                                    sharding.state_shardings(abstract))
   calls = max(steps // steps_per_call, 1)
   batch_sharding = sharding.batch_sharding(mesh, leading=1)
   batches = [sharding.global_batch(

@@ -64,24 +64,30 @@ def shardings_of(abstract_boxed: Any, mesh: Mesh, rules) -> Any:
       mesh_specs, shapes, is_leaf=is_spec)
 
 
-def sharded_init(init_state: Callable[..., Any], mesh: Mesh, rules, *args
-                 ) -> tuple[Callable[..., Any], Any]:
-  """(jitted (rng, *args) -> unboxed state created sharded, the state's shardings).
-
-  `args` (e.g. pretrained weights) are passed as arguments, not captured: a jitted closure
-  would bake them into the program as constants."""
-  boxed = jax.eval_shape(init_state, jax.random.key(0), *args)
-  shardings = shardings_of(boxed, mesh, rules)
-  init = jax.jit(lambda rng, *a: nn.unbox(init_state(rng, *a)), out_shardings=shardings)
-  return init, shardings
-
-
 def abstract_state(init_state: Callable[..., Any], mesh: Mesh, rules, *args) -> Any:
-  """ShapeDtypeStructs with shardings: what orbax restores into (any source topology)."""
+  """ShapeDtypeStructs carrying their NamedShardings: the state's layout, and what orbax
+  restores into (whatever topology wrote the checkpoint)."""
   boxed = jax.eval_shape(init_state, jax.random.key(0), *args)
   shardings = shardings_of(boxed, mesh, rules)
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       nn.unbox(boxed), shardings)
+
+
+def state_shardings(abstract: Any) -> Any:
+  """The NamedShardings of an `abstract_state`."""
+  return jax.tree.map(lambda a: a.sharding, abstract)
+
+
+def sharded_init(init_state: Callable[..., Any], mesh: Mesh, rules, *args
+                 ) -> tuple[Callable[..., Any], Any]:
+  """(jitted (rng, *args) -> unboxed state created sharded, its `abstract_state`).
+
+  `args` (e.g. pretrained weights) are passed as arguments, not captured: a jitted closure
+  would bake them into the program as constants."""
+  abstract = abstract_state(init_state, mesh, rules, *args)
+  init = jax.jit(lambda rng, *a: nn.unbox(init_state(rng, *a)),
+                 out_shardings=state_shardings(abstract))
+  return init, abstract
 
 
 def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:

@@ -200,10 +200,10 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
 
   # --- State: restore the newest checkpoint, or initialise. ---------------------------
   start = ckpt.latest_step()
-  init, state_shardings = sharding.sharded_init(task.init_state, mesh, rules, *task.init_args)
+  init, abstract = sharding.sharded_init(task.init_state, mesh, rules, *task.init_args)
+  state_shardings = sharding.state_shardings(abstract)
   if start is not None:
     # Restores into this run's shardings, whatever mesh or device count wrote it.
-    abstract = sharding.abstract_state(task.init_state, mesh, rules, *task.init_args)
     state, data_state = ckpt.restore(start, abstract)
     if data_state is not None:
       task.train_iter.set_state(data_state)
