@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from genai.train.optimizers import param_path
+
 KINDS = ('magnitude', 'nm')
 
 
@@ -54,15 +56,12 @@ class PruneConfig:
       raise ValueError('prune.end_step must be >= prune.begin_step and prune.every >= 1.')
 
 
-def _path(path) -> str:
-  return '/'.join(str(k.key) for k in path if hasattr(k, 'key'))
-
-
 def targeted(params: Any, targets: str) -> Any:
   """Bool pytree: which leaves are pruned (dense kernels matching `targets`)."""
   regex = re.compile(targets)
   out = jax.tree_util.tree_map_with_path(
-      lambda p, x: bool(x.ndim >= 2 and _path(p).endswith('kernel') and regex.search(_path(p))),
+      lambda p, x: bool(x.ndim >= 2 and param_path(p).endswith('kernel')
+                       and regex.search(param_path(p))),
       params)
   if not any(jax.tree.leaves(out)):
     raise ValueError(f'prune.targets={targets!r} matches no dense kernel.')

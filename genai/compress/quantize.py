@@ -12,11 +12,13 @@ Symmetric scales. A kernel [in, *out] is treated as the matrix [in, prod(out)]:
         q in [-8, 7] offset by 8); nibbles packed two per byte (row 2i low, 2i+1 high).
 The matmul path never materialises a float kernel: int8 uses x @ q (int8 widened inside
 the dot) times the column scales; int4 computes each group's partial product and scales it
-before summing. Works for any flax.linen model through method interception of nn.Dense /
-nn.DenseGeneral (the model code is untouched); embeddings and norms stay float.
+before summing. Works for any flax.linen model: genai/models/dense_hooks.py replaces the
+nn.Dense / nn.DenseGeneral calls (the model code is untouched); embeddings and norms stay
+float.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -24,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from genai.models.dense_hooks import dense_hooks
 
 KINDS = ('int8', 'int4')
 
@@ -121,10 +125,6 @@ def qmatmul(x: jax.Array, qw: dict[str, Any]) -> jax.Array:
   return y.reshape(*lead, -1).astype(x.dtype)
 
 
-def _path(keys) -> str:
-  return '/'.join(str(getattr(k, 'key', k)) for k in keys)
-
-
 def quantize_params(params: Any, kind: str = 'int8', group_size: int = 32,
                     min_size: int = 0, symmetric: bool = False) -> dict[str, Any]:
   """{'float': params without the quantized kernels, 'quantized': {module path: qw},
@@ -158,25 +158,19 @@ def num_bytes(tree: Any) -> int:
 
 def apply_quantized(model: nn.Module, qparams: dict[str, Any], *args, **kwargs):
   """`model.apply` with the quantized kernels' matmuls done by `qmatmul` (jit-able)."""
-  quantized = qparams['quantized']
 
-  def interceptor(next_fun, call_args, call_kwargs, context):
-    mod = context.module
-    if context.method_name != '__call__' or not isinstance(mod, (nn.Dense, nn.DenseGeneral)):
-      return next_fun(*call_args, **call_kwargs)
-    key = '/'.join(mod.path)
-    if key not in quantized:
-      return next_fun(*call_args, **call_kwargs)
+  def matmul(key, mod, x, call):
+    del call  # replaced: no float kernel exists
     if isinstance(mod, nn.DenseGeneral) and mod.axis not in (-1, (-1,)):
       raise ValueError(f'{key}: quantized DenseGeneral supports axis=-1 only.')
-    x = call_args[0]
     dtype = mod.dtype or x.dtype
-    y = qmatmul(x.astype(dtype), quantized[key])
+    y = qmatmul(x.astype(dtype), qparams['quantized'][key])
     features = mod.features if isinstance(mod.features, tuple) else (mod.features,)
     y = y.reshape(*x.shape[:-1], *features)
     if mod.use_bias:
       y = y + mod.get_variable('params', 'bias').astype(dtype)
     return y
 
-  with nn.intercept_methods(interceptor):
+  hooks = {key: functools.partial(matmul, key) for key in qparams['quantized']}
+  with dense_hooks(hooks):
     return model.apply({'params': qparams['float']}, *args, **kwargs)

@@ -6,16 +6,16 @@ adapters are a separate pytree {module path: {'a', 'b'}}; the base params are le
 they are (frozen: they get no optimizer state), and `merge` folds the adapters back into
 the kernels for export.
 
-How: `adapters(...)` is a context manager around `model.apply` that intercepts the
-`__call__` of every `nn.Dense`/`nn.DenseGeneral` whose module path (e.g.
+How: `adapters(...)` is a context manager around `model.apply` that hooks
+(genai/models/dense_hooks.py) every `nn.Dense`/`nn.DenseGeneral` whose module path (e.g.
 'layer_3/attn/qkv') matches `targets` (a regex, `re.search`) and adds the low-rank
 branch to its output. It is trace-time only: under jit and grad the adapters are ordinary
 arguments, so the step stays pure.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import math
 import re
 import zlib
@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from genai.models.dense_hooks import dense_hooks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,20 +79,13 @@ def num_params(lora: Any) -> int:
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(lora))
 
 
-@contextlib.contextmanager
 def adapters(lora: dict[str, dict[str, jax.Array]], cfg: LoraConfig,
              rng: jax.Array | None = None, deterministic: bool = True):
-  """Within this block, `model.apply` adds the LoRA branches of `lora`."""
+  """Within this block, `model.apply` adds the LoRA branches of `lora` (a context manager)."""
 
-  def interceptor(next_fun, args, kwargs, context):
-    y = next_fun(*args, **kwargs)
-    mod = context.module
-    if context.method_name != '__call__' or not isinstance(mod, (nn.Dense, nn.DenseGeneral)):
-      return y
-    key = '/'.join(mod.path)
-    if key not in lora:
-      return y
-    x = args[0]
+  def branch(key, mod, x, call):
+    del mod
+    y = call()
     if cfg.dropout and not deterministic and rng is not None:
       keep = jax.random.bernoulli(jax.random.fold_in(rng, zlib.crc32(key.encode())),
                                   1.0 - cfg.dropout, x.shape)
@@ -99,8 +94,7 @@ def adapters(lora: dict[str, dict[str, jax.Array]], cfg: LoraConfig,
     delta = (x @ a) @ b * jnp.asarray(cfg.scale, x.dtype)
     return y + delta.reshape(y.shape).astype(y.dtype)
 
-  with nn.intercept_methods(interceptor):
-    yield
+  return dense_hooks({key: functools.partial(branch, key) for key in lora})
 
 
 def merge(params: Any, lora: dict[str, dict[str, Any]], cfg: LoraConfig) -> Any:
