@@ -24,6 +24,7 @@ import os
 import tempfile
 import time
 
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,20 +63,9 @@ def _score(logits_fn, batches):
 
 def _file_bytes(tensors, tmp, name):
   path = os.path.join(tmp, name + '.safetensors')
-  flat = {k: np.asarray(v) for k, v in _flatten(tensors).items()}
+  flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(tensors, sep='/').items()}
   safetensors_io.write(path, flat)
   return os.path.getsize(path)
-
-
-def _flatten(tree, prefix=''):
-  out = {}
-  for k, v in tree.items():
-    key = f'{prefix}{k}'
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + '/'))
-    else:
-      out[key] = v
-  return out
 
 
 def main():

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from flax import traverse_util
 import numpy as np
 
 from genai.data import pypi_wheel
@@ -271,15 +272,8 @@ def _nest(flat: dict[str, np.ndarray]) -> Params:
   return tree
 
 
-def _flatten(tree: Params, prefix: str = '') -> dict[str, np.ndarray]:
-  flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(_flatten(value, name + '/'))
-    else:
-      flat[name] = np.asarray(value)
-  return flat
+def _flatten(tree: Params) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
 
 
 def from_torchscript(obj: Any) -> Params:
