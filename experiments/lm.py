@@ -58,23 +58,15 @@ def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transforme
 MODEL_CONFIG = 'model_config.json'
 
 
-def _shape_free_overrides(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  m = config.model
-  out = {k: m.get(k) for k in ('dropout', 'dtype', 'remat', 'scan_layers')}
-  if m.get('max_len'):
-    out['max_len'] = m.max_len
-  return out
-
-
 def load_source(spec: str, config: ml_collections.ConfigDict | None = None):
   """(TransformerConfig, float32 params, tokenizer) of a pretrained source: 'workdir:DIR'
   (another genai LM run) or anything `genai.pretrained.sources.load` reads. `config`'s
   shape-free model fields (dropout, dtype, remat, scan_layers, max_len) are applied."""
-  overrides = {k: v for k, v in _shape_free_overrides(config).items()
-               if v is not None} if config is not None else {}
+  overrides = {k: config.model.get(k) for k in sources.SHAPE_FREE_FIELDS
+               if config is not None and config.model.get(k) is not None}
   if spec.startswith('workdir:'):
     _, src_model, params, tokenizer = load_workdir(spec[len('workdir:'):])
-    cfg, params = sources._apply_overrides(  # pylint: disable=protected-access
+    cfg, params = sources.apply_overrides(
         src_model.config, jax.tree.map(np.asarray, params), overrides)
     return cfg, params, tokenizer
   cfg, params, tokenizer = sources.load(spec, **overrides)

@@ -25,7 +25,8 @@ from genai.pretrained import hf
 SHAPE_FREE_FIELDS = ('dropout', 'dtype', 'remat', 'scan_layers', 'max_len')
 
 
-def _apply_overrides(cfg: TransformerConfig, params: Any, overrides: dict[str, Any]):
+def apply_overrides(cfg: TransformerConfig, params: Any, overrides: dict[str, Any]):
+  """(config with `overrides`, params re-laid out for it); only SHAPE_FREE_FIELDS may change."""
   bad = sorted(set(overrides) - set(SHAPE_FREE_FIELDS))
   if bad:
     raise ValueError(f'model.{bad[0]} cannot be changed when starting from pretrained weights '
@@ -75,5 +76,5 @@ def load(spec: str, **overrides) -> tuple[TransformerConfig, Any, tokenizers.Tok
     raise ValueError(f'{spec}: the tokenizer has {tok.vocab_size} ids but the model embeds '
                      f'only {cfg.vocab_size}; the tokenizer belongs to another model.')
   overrides = {k: v for k, v in overrides.items() if v is not None}
-  cfg, params = _apply_overrides(cfg, params, overrides)
+  cfg, params = apply_overrides(cfg, params, overrides)
   return cfg, params, tok
