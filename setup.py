@@ -36,10 +36,16 @@ INSTALL_REQUIRES = [
     'jinja2==3.1.6',
     # Quantization-aware training (genai/compress/qat.py).
     'qwix==0.1.8',
+    # Serving (genai/serve) and export (genai/export).
+    'fastapi==0.165.0',
+    'uvicorn==0.54.0',
+    'prometheus_client==0.26.0',
+    'orbax-export==0.0.8',
+    'ai-edge-litert==2.3.0',
 ]
 
 EXTRAS = {
-    'test': ['pytest==9.2.0'],
+    'test': ['pytest==9.2.0', 'httpx==0.28.1', 'schemathesis==4.32.5'],
     # PyTorch references for parity tests and speed comparisons (CPU build).
     'reference': ['torch==2.13.0', 'transformers==5.24.0', 'accelerate==1.15.0',
                   'safetensors==0.8.0'],

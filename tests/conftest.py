@@ -3,8 +3,21 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / 'shared'
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope='session')
+def lm_workdir(tmp_path_factory):
+  """A char LM (pydoc text, context 64) trained for 20 steps; shared by the serving tests."""
+  from experiments import lm  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, str(REPO / 'tests/serve'))
+  from serving_helpers import lm_config  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('serve_lm'))
+  lm.train_and_evaluate(lm_config(), workdir)
+  return workdir

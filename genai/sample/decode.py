@@ -108,3 +108,35 @@ def generate(model: Transformer, params, prompt_BP, *, num_tokens: int, rng: jax
     out = np.concatenate([out, np.asarray(new)[:, :remaining]], axis=1)
     chunk += 1
   return out
+
+
+def sample_rows(logits_BV: jax.Array, keys_B: jax.Array, temperature_B: jax.Array,
+                top_k_B: jax.Array, top_p_B: jax.Array) -> jax.Array:
+  """`sample_token` with settings per row (a server batches requests that differ).
+
+  Row b: greedy when temperature_B[b] == 0, else a draw with keys_B[b] from the
+  temperature-scaled logits kept by top_k_B[b] (0 = off) then top_p_B[b] (1 = off), the
+  same rule as `filter_logits`. The vocabulary sort runs only when some row filters, and
+  the draw only when some row samples."""
+  temperature_B1 = jnp.maximum(temperature_B, 1e-6)[:, None]
+  vocab = logits_BV.shape[-1]
+
+  def filtered(scaled_BV):
+    sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1]
+    k_B1 = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)[:, None]
+    in_k_BV = jnp.arange(vocab)[None] < k_B1
+    probs_BV = jax.nn.softmax(jnp.where(in_k_BV, sorted_BV, -jnp.inf), axis=-1)
+    mass_before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+    keep_BV = in_k_BV & (mass_before_BV < top_p_B[:, None])
+    cutoff_B1 = jnp.min(jnp.where(keep_BV, sorted_BV, jnp.inf), axis=-1, keepdims=True)
+    return jnp.where(scaled_BV < cutoff_B1, jnp.finfo(scaled_BV.dtype).min, scaled_BV)
+
+  def draw(logits_BV):
+    scaled_BV = logits_BV / temperature_B1
+    needs_filter = jnp.any(top_k_B > 0) | jnp.any(top_p_B < 1.0)
+    scaled_BV = jax.lax.cond(needs_filter, filtered, lambda x: x, scaled_BV)
+    return jax.vmap(lambda k, l: jax.random.categorical(k, l))(keys_B, scaled_BV).astype(jnp.int32)
+
+  greedy_B = jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+  drawn_B = jax.lax.cond(jnp.any(temperature_B > 0), draw, lambda x: greedy_B, logits_BV)
+  return jnp.where(temperature_B > 0, drawn_B, greedy_B)

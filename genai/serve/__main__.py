@@ -1,0 +1,79 @@
+"""`python -m genai.serve --workdir W` (or --pretrained smollm2|hf:DIR|gguf:FILE).
+
+Loads the model, compiles the decode step for every prompt bucket, then serves with
+uvicorn: OpenAPI docs at /docs, routes listed in genai/serve/api.py.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from absl import app as absl_app
+from absl import flags
+
+flags.DEFINE_string('workdir', None, 'A trained genai workdir (LM, GAN, VAE or diffusion).')
+flags.DEFINE_string('pretrained', None, 'Instead of --workdir: smollm2, hf:DIR or gguf:FILE.')
+flags.DEFINE_string('name', None, 'Model name in the API (default: the workdir folder name).')
+flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 for every interface).')
+flags.DEFINE_integer('port', 8000, 'Port.')
+flags.DEFINE_list('api_keys', None, 'Accepted API keys (comma-separated); also read from '
+                  'GENAI_API_KEYS. None: no authentication.')
+flags.DEFINE_integer('requests_per_minute', 0, 'Per-key rate limit; 0 = none.')
+flags.DEFINE_integer('max_body_bytes', 1 << 20, 'Largest request body.')
+flags.DEFINE_integer('max_prompt_tokens', 0, 'Longest prompt; 0 = the model context - 1.')
+flags.DEFINE_integer('max_new_tokens', 512, 'Largest max_tokens a request may ask for.')
+flags.DEFINE_integer('num_slots', 8, 'Sequences decoded together (continuous batching).')
+flags.DEFINE_integer('steps_per_tick', 8, 'Tokens decoded per slot per jitted call.')
+flags.DEFINE_integer('max_queue', 256, 'Requests waiting beyond this get 503.')
+flags.DEFINE_float('reload_interval', 10.0, 'Seconds between checks of --workdir for a newer '
+                   'checkpoint (hot reload); 0 = off.')
+flags.DEFINE_float('request_timeout', 300.0, 'Seconds before a generation is abandoned (504).')
+
+
+def build(f) -> tuple:
+  """(app, engine or None, reloader or None) from parsed flags."""
+  from genai.serve import api  # pylint: disable=import-outside-toplevel
+  from genai.serve import limits as limits_lib  # pylint: disable=import-outside-toplevel
+  from genai.serve import models  # pylint: disable=import-outside-toplevel
+  from genai.serve import reload  # pylint: disable=import-outside-toplevel
+  from genai.serve.engine import Engine  # pylint: disable=import-outside-toplevel
+  if bool(f.workdir) == bool(f.pretrained):
+    raise absl_app.UsageError('Give exactly one of --workdir or --pretrained.')
+  source = f.workdir or f.pretrained
+  model = models.load(source, name=f.name or (None if f.workdir else f.pretrained))
+  keys = f.api_keys or [k for k in os.environ.get('GENAI_API_KEYS', '').split(',') if k]
+  limits = limits_lib.Limits(api_keys=frozenset(keys), max_body_bytes=f.max_body_bytes,
+                             max_prompt_tokens=f.max_prompt_tokens,
+                             max_new_tokens=f.max_new_tokens,
+                             requests_per_minute=f.requests_per_minute)
+  engine = None
+  if isinstance(model, models.TextModel):
+    engine = Engine(model.model, model.params, model.tokenizer, num_slots=f.num_slots,
+                    steps_per_tick=f.steps_per_tick, max_queue=f.max_queue,
+                    version=model.version, eos_id=model.eos_id)
+    logging.info('compiling prefill for buckets %s and the decode tick', engine.buckets)
+    engine.warmup()
+    engine.start()
+  application = api.make_app(model, limits=limits, engine=engine,
+                             request_timeout_s=f.request_timeout)
+  reloader = None
+  if f.workdir and f.reload_interval > 0:
+    reloader = reload.Reloader(f.workdir, application.state.served, f.reload_interval).start()
+  return application, engine, reloader
+
+
+def main(argv):
+  del argv
+  import uvicorn  # pylint: disable=import-outside-toplevel
+  application, engine, reloader = build(flags.FLAGS)
+  try:
+    uvicorn.run(application, host=flags.FLAGS.host, port=flags.FLAGS.port, log_level='info')
+  finally:
+    if reloader is not None:
+      reloader.stop()
+    if engine is not None:
+      engine.stop()
+
+
+if __name__ == '__main__':
+  absl_app.run(main)
