@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app as absl_app
 from absl import flags
@@ -65,7 +66,10 @@ def build(f) -> tuple:
 def main(argv):
   del argv
   import uvicorn  # pylint: disable=import-outside-toplevel
-  application, engine, reloader = build(flags.FLAGS)
+  try:
+    application, engine, reloader = build(flags.FLAGS)
+  except (FileNotFoundError, ValueError, ImportError) as e:
+    sys.exit(f'genai.serve: error: {e}')
   try:
     uvicorn.run(application, host=flags.FLAGS.host, port=flags.FLAGS.port, log_level='info')
   finally:

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 import numpy as np
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from genai.serve import limits as limits_lib
 from genai.serve import metrics as metrics_lib
@@ -49,7 +50,7 @@ def _error_response(err: ApiError) -> responses.JSONResponse:
   return responses.JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
-_ERRORS = {code: {'model': schemas.ErrorResponse} for code in (401, 413, 422, 429, 503, 504)}
+_ERRORS = {code: {'model': schemas.ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
 
 
 class _Served:
@@ -104,9 +105,13 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
       msg = f"The body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})."
     return _error_response(ApiError(422, msg, param=where))
 
-  @app.exception_handler(fastapi.HTTPException)
-  async def _http_error(request, err: fastapi.HTTPException):
-    return _error_response(ApiError(err.status_code, str(err.detail), 'invalid_request_error'))
+  @app.exception_handler(StarletteHTTPException)
+  async def _http_error(request, err: StarletteHTTPException):
+    message = str(err.detail)
+    if err.status_code == 400 and 'parsing the body' in message:
+      message = 'The body could not be parsed: send UTF-8 JSON.'
+    return _error_response(ApiError(err.status_code, message, 'invalid_request_error',
+                                    headers=dict(err.headers or {})))
 
   @app.middleware('http')
   async def _count(request: fastapi.Request, call_next):
@@ -151,7 +156,7 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
     return schemas.ModelList(data=[schemas.ModelCard(id=model.name, kind=kind,
                                                      version=served.version)])
 
-  @app.get('/metrics', response_class=responses.PlainTextResponse, responses=_ERRORS,
+  @app.get('/metrics', responses={200: {'content': {'text/plain': {}}}, **_ERRORS},
            tags=['server'])
   def prometheus(_: str = fastapi.Depends(authorize)):
     return responses.Response(metrics.render(), media_type='text/plain; version=0.0.4')

@@ -74,8 +74,8 @@ class RateLimiter:
 
 
 class BodyLimit:
-  """ASGI middleware: a request body over `max_bytes` gets 413 (by Content-Length, or while
-  a chunked body streams in) before any handler parses it."""
+  """ASGI middleware: a request body over `max_bytes` gets 413 before any handler parses it
+  (by its Content-Length, or counted as a chunked body streams in)."""
 
   def __init__(self, app, max_bytes: int, error_response):
     self.app, self.max_bytes, self.error_response = app, max_bytes, error_response
@@ -89,15 +89,27 @@ class BodyLimit:
     length = headers.get(b'content-length')
     if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
       return await self.error_response(too_big)(scope, receive, send)
-    seen = 0
-
-    async def limited_receive():
-      nonlocal seen
+    if length is not None:
+      return await self.app(scope, receive, send)
+    # No Content-Length (a chunked body): read it here, up to the limit, then replay it.
+    chunks, seen = [], 0
+    while True:
       message = await receive()
-      if message['type'] == 'http.request':
-        seen += len(message.get('body', b''))
-        if seen > self.max_bytes:
-          raise too_big
-      return message
+      if message['type'] != 'http.request':
+        return  # the client went away
+      chunks.append(message.get('body', b''))
+      seen += len(chunks[-1])
+      if seen > self.max_bytes:
+        return await self.error_response(too_big)(scope, receive, send)
+      if not message.get('more_body', False):
+        break
+    replayed = False
 
-    return await self.app(scope, limited_receive, send)
+    async def replay():
+      nonlocal replayed
+      if replayed:
+        return await receive()
+      replayed = True
+      return {'type': 'http.request', 'body': b''.join(chunks), 'more_body': False}
+
+    return await self.app(scope, replay, send)

@@ -1,8 +1,8 @@
 """Request and response bodies of the HTTP API (the OpenAI-compatible shapes).
 
 Unknown fields are ignored, as OpenAI clients send more than genai uses (logprobs,
-penalties); every field genai reads is typed and bounded here, so a bad value is a 422
-before any model code runs.
+penalties); every field genai reads is strictly typed and bounded here, so a bad value is
+a 422 before any model code runs.
 """
 from __future__ import annotations
 
@@ -14,7 +14,12 @@ from pydantic import Field
 MAX_SEED = 2**31 - 1
 
 
-class _Sampling(pydantic.BaseModel):
+class _Request(pydantic.BaseModel):
+  """Strict types, as the OpenAPI schema states them: "n": 1.0 or "stream": 0 is a 422."""
+  model_config = pydantic.ConfigDict(strict=True)
+
+
+class _Sampling(_Request):
   model: str | None = Field(None, description='Ignored beyond a check: one model per server.')
   max_tokens: int = Field(16, ge=1, description='New tokens to generate (at most the '
                           "server's --max_new_tokens).")
@@ -46,7 +51,7 @@ class CompletionRequest(_Sampling):
   prompt: str = Field(..., min_length=1, description='The text to continue.')
 
 
-class ChatMessage(pydantic.BaseModel):
+class ChatMessage(_Request):
   role: Literal['system', 'user', 'assistant']
   content: str
 
@@ -55,7 +60,7 @@ class ChatRequest(_Sampling):
   messages: list[ChatMessage] = Field(..., min_length=1, max_length=256)
 
 
-class ImageRequest(pydantic.BaseModel):
+class ImageRequest(_Request):
   model: str | None = None
   prompt: str | None = Field(None, max_length=4096, description='Ignored: genai image '
                              'models are not text-conditioned (use label).')

@@ -1,0 +1,130 @@
+"""Exporting a trained workdir: reads its config.json to know the family, rebuilds the model
+from the newest checkpoint (via the family's experiments.<family>.load_workdir, so run from
+the repository root like the other commands), writes the SavedModel and/or TFLite files.
+
+Layout of `out`:
+  saved_model/<version>/   the SavedModel; `saved_model` is TF Serving's model base path
+  <signature>.tflite       float TFLite of the edge signature (LM: decode_step; images: sample)
+  <signature>_int8.tflite  the same with int8 dynamic-range weights (--quantize int8
+                           writes it as well as the float file)
+  export_info.json         family, signatures with input/output shapes and dtypes, file sizes
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow as tf
+
+from genai.export import images
+from genai.export import saved_model as sm
+from genai.export import text
+from genai.export import tflite
+
+FORMATS = ('saved_model', 'tflite', 'both')
+FAMILIES = ('lm', 'gan', 'vae', 'diffusion')
+
+
+def family_of(workdir: str) -> str:
+  """'lm' | 'gan' | 'vae' | 'diffusion' from the workdir's config.json; ValueError otherwise."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ValueError(f'--workdir={workdir!r} is not a genai workdir (no config.json); pass the '
+                     'folder a training run wrote (python -m experiments.<family> --workdir ...).')
+  with open(path) as f:
+    family = json.load(f).get('experiment')
+  if family not in FAMILIES:
+    raise ValueError(f'{workdir!r} was trained by experiments.{family}, which has no export; '
+                     f'export supports {FAMILIES}.')
+  return family
+
+
+def build(workdir: str, *, batch_size: int = 1, prompt_len: int = 32, num_tokens: int = 64,
+          cache_len: int | None = None, top_k: int = 0, steps: int | None = None
+          ) -> tuple[str, Any, dict[str, sm.Signature], str]:
+  """(family, params, signatures, default signature) of a workdir's newest checkpoint."""
+  family = family_of(workdir)
+  if batch_size < 1:
+    raise ValueError(f'--batch_size={batch_size} must be >= 1.')
+  if family == 'lm':
+    from experiments import lm  # pylint: disable=import-outside-toplevel
+    _, model, params, _ = lm.load_workdir(workdir)
+    sigs = text.signatures(model, batch_size=batch_size, prompt_len=prompt_len,
+                           num_tokens=num_tokens, cache_len=cache_len, top_k=top_k)
+    return family, params, sigs, 'generate'
+  if family == 'gan':
+    from experiments import gan  # pylint: disable=import-outside-toplevel
+    config, nets, state, value_range = gan.load_workdir(workdir)
+    variables_fn, _ = gan.make_sampler(nets, use_ema=config.eval.use_ema,
+                                       standing=config.eval.standing_stats, seed=config.seed)
+    sigs = images.gan_signatures(nets, value_range, batch_size=batch_size)
+    return family, variables_fn(state), sigs, 'sample'
+  if family == 'vae':
+    from experiments import vae  # pylint: disable=import-outside-toplevel
+    _, model, params, value_range = vae.load_workdir(workdir)
+    sigs = images.vae_signatures(model, value_range, batch_size=batch_size)
+    return family, images.decoder_params(params), sigs, 'sample'
+  from experiments import diffusion  # pylint: disable=import-outside-toplevel
+  from genai.objectives import diffusion as dfn  # pylint: disable=import-outside-toplevel
+  config, model, params, info = diffusion.load_workdir(workdir)
+  sigs = images.diffusion_signatures(
+      model, dfn.make_schedule(config.diffusion), image_shape=info['image_shape'],
+      num_classes=info['num_classes'], prediction=config.diffusion.prediction,
+      value_range=info['value_range'], clip=config.sample.clip,
+      steps=config.sample.steps if steps is None else steps, batch_size=batch_size)
+  return family, params, sigs, 'sample'
+
+
+def _describe(params: Any, sigs: dict[str, sm.Signature]) -> dict[str, Any]:
+  """Each signature's inputs and outputs as {name: 'dtype[shape]'}, e.g. 'int32[1, 1]'."""
+  out = {}
+  for name, s in sigs.items():
+    outputs = jax.eval_shape(s.fn, params, s.inputs)
+    out[name] = {kind: {k: f'{np.dtype(v.dtype).name}{list(v.shape)}' for k, v in d.items()}
+                 for kind, d in (('inputs', s.inputs), ('outputs', outputs))}
+  return out
+
+
+def export_workdir(workdir: str, out: str, *,
+                   format: str = 'both',  # pylint: disable=redefined-builtin
+                   quantize: str = 'none',
+                   version: int = 1, platforms: tuple[str, ...] = ('cpu',), **options: Any
+                   ) -> dict[str, Any]:
+  """Exports `workdir` into `out` (layout above); returns what export_info.json holds.
+
+  `options`: batch_size, prompt_len, num_tokens, cache_len, top_k (LM), steps (diffusion).
+  """
+  if format not in FORMATS:
+    raise ValueError(f'--format={format!r} is unknown; use one of {FORMATS}.')
+  if quantize not in tflite.QUANTIZE:
+    raise ValueError(f'--quantize={quantize!r} is unknown; use one of {tflite.QUANTIZE}.')
+  if format == 'saved_model' and quantize != 'none':
+    raise ValueError('--quantize applies to TFLite files only; use --format tflite or both.')
+  if format != 'saved_model' and tuple(platforms) != ('cpu',):
+    raise ValueError(f'--platforms={",".join(platforms)}: TFLite conversion needs a SavedModel '
+                     'lowered for cpu only; use --format saved_model for other platforms.')
+  family, params, sigs, default = build(workdir, **options)
+  os.makedirs(out, exist_ok=True)
+  info: dict[str, Any] = {'family': family, 'workdir': os.path.abspath(workdir),
+                          'default_signature': default, 'signatures': _describe(params, sigs),
+                          'files': {}}
+  with tempfile.TemporaryDirectory() as tmp:
+    sm_dir = (os.path.join(out, 'saved_model', str(version)) if format != 'tflite'
+              else os.path.join(tmp, 'saved_model'))
+    if tf.io.gfile.exists(sm_dir):
+      tf.io.gfile.rmtree(sm_dir)
+    sm.save(params, sigs, sm_dir, default=default, platforms=platforms)
+    if format != 'tflite':
+      info['files'][os.path.relpath(sm_dir, out)] = sm.dir_bytes(sm_dir)
+    if format != 'saved_model':
+      for name in (k for k, s in sigs.items() if s.tflite):
+        for q in ('none',) if quantize == 'none' else ('none', quantize):
+          path = os.path.join(out, f'{name}.tflite' if q == 'none' else f'{name}_{q}.tflite')
+          info['files'][os.path.basename(path)] = tflite.write(sm_dir, name, path, q)
+  with open(os.path.join(out, 'export_info.json'), 'w') as f:
+    json.dump(info, f, indent=2)
+  return info
