@@ -7,7 +7,7 @@ D head dim, V vocabulary.
 'decode_step' (also the one TFLite converts): one token per row against a KV cache that the
 caller keeps, as a serving loop or an on-device app would:
   tokens [B, 1] int32, positions [B, 1] int32 (the slot each token is written to),
-  cache_k, cache_v [L, B, S, K, D] float32
+  cache_k, cache_v [L, B, K, S, D] float32 (genai.models.transformer.init_cache's layout)
   -> logits [B, V] float32, cache_k, cache_v (updated).
   Start from zero caches and feed the prompt one token at a time (or prefill with the
   whole-generation signature's model in JAX); position p attends to cache slots 0..p.
@@ -92,7 +92,7 @@ def signatures(model: Transformer, *, batch_size: int = 1, prompt_len: int = 32,
   if not 0 <= top_k <= cfg.vocab_size:
     raise ValueError(f'--top_k={top_k} must be in [0, {cfg.vocab_size}] (0 = off).')
   b, f32, i32 = batch_size, jnp.float32, jnp.int32
-  cache = jax.ShapeDtypeStruct((cfg.num_layers, b, cache_len, cfg.num_kv_heads, cfg.head_dim), f32)
+  cache = jax.ShapeDtypeStruct((cfg.num_layers, b, cfg.num_kv_heads, cache_len, cfg.head_dim), f32)
   spec = jax.ShapeDtypeStruct
   return {
       'decode_step': Signature(decode_step_fn(model), {

@@ -127,9 +127,11 @@ class TransformerConfig:
 
 def init_cache(config: TransformerConfig, batch_size: int, cache_len: int | None = None,
                dtype=jnp.float32) -> dict[str, Array]:
-  """An empty KV cache: per layer keys/values [L, B, S, K, D]."""
+  """An empty KV cache: keys/values [L, B, K, S, D] (layers, batch, KV heads, positions,
+  head dim). Positions next to head dim, so attention reads each (row, head) as one
+  contiguous [S, D] matrix, with no transpose of the cache at every decode step."""
   cache_len = cache_len or config.max_len
-  shape = (config.num_layers, batch_size, cache_len, config.num_kv_heads, config.head_dim)
+  shape = (config.num_layers, batch_size, config.num_kv_heads, cache_len, config.head_dim)
   return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
 
 
@@ -159,7 +161,8 @@ class Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False):
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False,
+               layer=None):
     cfg = self.config
     h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     g = h // k
@@ -184,25 +187,34 @@ class Attention(nn.Module):
       return self._out(y_BTC), None
 
     if cache_kv is None:
-      keys_BSKD, values_BSKD, key_pos_BS = k_BTKD, v_BTKD, positions_BT
-      new_kv = None
+      keys_BKSD, values_BKSD = k_BTKD.transpose(0, 2, 1, 3), v_BTKD.transpose(0, 2, 1, 3)
+      key_pos_BS, new_kv = positions_BT, None
     else:
-      # Write this chunk at each row's positions; attend over the whole cache.
+      # Write this chunk at each row's positions; attend over the whole cache. With `layer`
+      # the cache holds every layer ([L, B, K, S, D]) and is updated where it lies: inside
+      # a jitted decode loop the write is in place, where slicing out one layer and
+      # stacking the layers back copied the whole cache at every step.
       ck, cv = cache_kv
       rows = jnp.arange(b)[:, None]
-      keys_BSKD = ck.at[rows, positions_BT].set(k_BTKD.astype(ck.dtype)).astype(x_BTC.dtype)
-      values_BSKD = cv.at[rows, positions_BT].set(v_BTKD.astype(cv.dtype)).astype(x_BTC.dtype)
-      new_kv = (keys_BSKD.astype(ck.dtype), values_BSKD.astype(cv.dtype))
-      key_pos_BS = jnp.broadcast_to(jnp.arange(ck.shape[1]), (b, ck.shape[1]))
+      # Advanced indices around a slice: the update is laid out [B, T, K, D], as k_BTKD is.
+      at = (rows, slice(None), positions_BT)
+      at = at if layer is None else (layer,) + at
+      ck = ck.at[at].set(k_BTKD.astype(ck.dtype))
+      cv = cv.at[at].set(v_BTKD.astype(cv.dtype))
+      new_kv = (ck, cv)
+      keys_BKSD = (ck if layer is None else ck[layer]).astype(x_BTC.dtype)
+      values_BKSD = (cv if layer is None else cv[layer]).astype(x_BTC.dtype)
+      s_len = keys_BKSD.shape[2]
+      key_pos_BS = jnp.broadcast_to(jnp.arange(s_len), (b, s_len))
 
     # Causal mask from positions: key j is visible to query i iff pos_j <= pos_i.
     mask_BTS = key_pos_BS[:, None, :] <= positions_BT[:, :, None]
     q_BTKGD = q_BTHD.reshape(b, t, k, g, d)
-    att_BKGTS = jnp.einsum('btkgd,bskd->bkgts', q_BTKGD, keys_BSKD) / jnp.sqrt(d).astype(x_BTC.dtype)
+    att_BKGTS = jnp.einsum('btkgd,bksd->bkgts', q_BTKGD, keys_BKSD) / jnp.sqrt(d).astype(x_BTC.dtype)
     att_BKGTS = jnp.where(mask_BTS[:, None, None], att_BKGTS, jnp.finfo(att_BKGTS.dtype).min)
     att_BKGTS = jax.nn.softmax(att_BKGTS.astype(jnp.float32), axis=-1).astype(x_BTC.dtype)
     att_BKGTS = nn.Dropout(cfg.dropout)(att_BKGTS, deterministic=deterministic)
-    y_BTKGD = jnp.einsum('bkgts,bskd->btkgd', att_BKGTS, values_BSKD)
+    y_BTKGD = jnp.einsum('bkgts,bksd->btkgd', att_BKGTS, values_BKSD)
     return self._out(y_BTKGD.reshape(b, t, h * d)), new_kv
 
   def _out(self, y_BTC):
@@ -245,12 +257,12 @@ class Block(nn.Module):
   causal_arange: bool = False
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv):
+  def __call__(self, x_BTC, positions_BT, cache_kv, layer=None):
     cfg, deterministic = self.config, self.deterministic
     drop = nn.Dropout(cfg.dropout)
     y, new_kv = Attention(cfg, name='attn')(
         _norm(cfg, 'attn_norm')(x_BTC),
-        positions_BT, cache_kv, deterministic, self.causal_arange)
+        positions_BT, cache_kv, deterministic, self.causal_arange, layer)
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
     y = Mlp(cfg, name='mlp')(_norm(cfg, 'mlp_norm')(x_BTC))
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
@@ -298,15 +310,11 @@ class Transformer(nn.Module):
           x_BTC, positions_BT, cache_kv)
       new_cache = None if cache is None else {'k': kv[0], 'v': kv[1]}
     else:
-      new_k, new_v = [], []
+      kv = None if cache is None else (cache['k'], cache['v'])  # every layer, [L, B, K, S, D]
       for i in range(cfg.num_layers):
-        layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
         x_BTC, kv = block(cfg, deterministic, causal_arange, name=f'layer_{i}')(
-            x_BTC, positions_BT, layer_kv)
-        if kv is not None:
-          new_k.append(kv[0])
-          new_v.append(kv[1])
-      new_cache = None if cache is None else {'k': jnp.stack(new_k), 'v': jnp.stack(new_v)}
+            x_BTC, positions_BT, kv, None if kv is None else i)
+      new_cache = None if cache is None else {'k': kv[0], 'v': kv[1]}
     x_BTC = _norm(cfg, 'final_norm')(x_BTC)
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTC)

@@ -84,7 +84,7 @@ def _decode_tick(model: Transformer, params, cache, tokens_S, positions_S, keys_
                  temperature_S, top_k_S, top_p_S, *, num_steps: int):
   """`num_steps` tokens for every slot: [S, num_steps], and the cache. Slot s feeds
   tokens_S[s] at positions_S[s] and draws the token for the next position."""
-  last = cache['k'].shape[2] - 1
+  last = cache['k'].shape[3] - 1  # [L, B, K, S, D]
 
   def step(carry, _):
     tok_S, pos_S, cache = carry

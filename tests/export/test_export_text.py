@@ -62,7 +62,7 @@ def test_layout_and_signature_shapes(exported, loaded):
   assert set(info['files']) == {'saved_model/1', 'decode_step.tflite', 'decode_step_int8.tflite'}
   assert os.path.isdir(os.path.join(out, 'saved_model/1/variables'))
   assert set(loaded.signatures) == {'serving_default', 'generate', 'decode_step'}
-  cache = f'float32{[cfg.num_layers, B, cfg.max_len, cfg.num_kv_heads, cfg.head_dim]}'
+  cache = f'float32{[cfg.num_layers, B, cfg.num_kv_heads, cfg.max_len, cfg.head_dim]}'
   assert info['signatures']['decode_step']['inputs'] == {
       'tokens': f'int32{[B, 1]}', 'positions': f'int32{[B, 1]}', 'cache_k': cache,
       'cache_v': cache}
