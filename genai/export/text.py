@@ -38,10 +38,13 @@ from genai.sample.decode import sample_token
 def decode_step_fn(model: Transformer):
   """The 'decode_step' function: (params, inputs) -> {'logits', 'cache_k', 'cache_v'}."""
   def fn(params, inputs):
-    cache = {'k': inputs['cache_k'], 'v': inputs['cache_v']}
+    # The signature keeps every layer in one tensor; the model takes one per layer.
+    cache = {n: inputs[f'cache_{n}'] if model.config.scan_layers else tuple(inputs[f'cache_{n}'])
+             for n in ('k', 'v')}
     logits_B1V, cache = model.apply({'params': params}, inputs['tokens'],
                                     positions_BT=inputs['positions'], cache=cache)
-    return {'logits': logits_B1V[:, 0], 'cache_k': cache['k'], 'cache_v': cache['v']}
+    return {'logits': logits_B1V[:, 0], 'cache_k': jnp.stack(cache['k']),
+            'cache_v': jnp.stack(cache['v'])}
   return fn
 
 

@@ -126,13 +126,20 @@ class TransformerConfig:
 
 
 def init_cache(config: TransformerConfig, batch_size: int, cache_len: int | None = None,
-               dtype=jnp.float32) -> dict[str, Array]:
-  """An empty KV cache: keys/values [L, B, K, S, D] (layers, batch, KV heads, positions,
-  head dim). Positions next to head dim, so attention reads each (row, head) as one
-  contiguous [S, D] matrix, with no transpose of the cache at every decode step."""
+               dtype=jnp.float32) -> dict[str, Any]:
+  """An empty KV cache {'k', 'v'}: per layer [B, K, S, D] (batch, KV heads, positions, head
+  dim), as a tuple of L arrays, or one [L, B, K, S, D] array when layers are scanned.
+
+  One buffer per layer lets a jitted decode loop update each in place: with one stacked
+  array, every layer's write copied the whole cache. Positions sit next to head dim, so
+  attention reads each (row, head) as one contiguous [S, D] matrix, with no transpose.
+  """
   cache_len = cache_len or config.max_len
-  shape = (config.num_layers, batch_size, config.num_kv_heads, cache_len, config.head_dim)
-  return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+  shape = (batch_size, config.num_kv_heads, cache_len, config.head_dim)
+  if config.scan_layers:
+    return {n: jnp.zeros((config.num_layers,) + shape, dtype) for n in ('k', 'v')}
+  return {n: tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+          for n in ('k', 'v')}
 
 
 def _rope(x_BTHD: Array, positions_BT: Array, theta: float) -> Array:
@@ -161,8 +168,7 @@ class Attention(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False,
-               layer=None):
+  def __call__(self, x_BTC, positions_BT, cache_kv, deterministic, causal_arange=False):
     cfg = self.config
     h, k, d = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     g = h // k
@@ -190,20 +196,15 @@ class Attention(nn.Module):
       keys_BKSD, values_BKSD = k_BTKD.transpose(0, 2, 1, 3), v_BTKD.transpose(0, 2, 1, 3)
       key_pos_BS, new_kv = positions_BT, None
     else:
-      # Write this chunk at each row's positions; attend over the whole cache. With `layer`
-      # the cache holds every layer ([L, B, K, S, D]) and is updated where it lies: inside
-      # a jitted decode loop the write is in place, where slicing out one layer and
-      # stacking the layers back copied the whole cache at every step.
+      # Write this chunk at each row's positions; attend over the whole cache.
       ck, cv = cache_kv
       rows = jnp.arange(b)[:, None]
       # Advanced indices around a slice: the update is laid out [B, T, K, D], as k_BTKD is.
       at = (rows, slice(None), positions_BT)
-      at = at if layer is None else (layer,) + at
       ck = ck.at[at].set(k_BTKD.astype(ck.dtype))
       cv = cv.at[at].set(v_BTKD.astype(cv.dtype))
       new_kv = (ck, cv)
-      keys_BKSD = (ck if layer is None else ck[layer]).astype(x_BTC.dtype)
-      values_BKSD = (cv if layer is None else cv[layer]).astype(x_BTC.dtype)
+      keys_BKSD, values_BKSD = ck.astype(x_BTC.dtype), cv.astype(x_BTC.dtype)
       s_len = keys_BKSD.shape[2]
       key_pos_BS = jnp.broadcast_to(jnp.arange(s_len), (b, s_len))
 
@@ -257,12 +258,12 @@ class Block(nn.Module):
   causal_arange: bool = False
 
   @nn.compact
-  def __call__(self, x_BTC, positions_BT, cache_kv, layer=None):
+  def __call__(self, x_BTC, positions_BT, cache_kv):
     cfg, deterministic = self.config, self.deterministic
     drop = nn.Dropout(cfg.dropout)
     y, new_kv = Attention(cfg, name='attn')(
         _norm(cfg, 'attn_norm')(x_BTC),
-        positions_BT, cache_kv, deterministic, self.causal_arange, layer)
+        positions_BT, cache_kv, deterministic, self.causal_arange)
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
     y = Mlp(cfg, name='mlp')(_norm(cfg, 'mlp_norm')(x_BTC))
     x_BTC = x_BTC + drop(y, deterministic=deterministic)
@@ -305,16 +306,20 @@ class Transformer(nn.Module):
       layers = nn.scan(block, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
                        in_axes=(nn.broadcast, 0), length=cfg.num_layers,
                        metadata_params={nn.PARTITION_NAME: 'layers'})
-      cache_kv = None if cache is None else (cache['k'], cache['v'])
+      cache_kv = None if cache is None else (jnp.stack(cache['k']), jnp.stack(cache['v']))
       x_BTC, kv = layers(cfg, deterministic, causal_arange, name='layers')(
           x_BTC, positions_BT, cache_kv)
       new_cache = None if cache is None else {'k': kv[0], 'v': kv[1]}
     else:
-      kv = None if cache is None else (cache['k'], cache['v'])  # every layer, [L, B, K, S, D]
+      new_k, new_v = [], []
       for i in range(cfg.num_layers):
+        layer_kv = None if cache is None else (cache['k'][i], cache['v'][i])
         x_BTC, kv = block(cfg, deterministic, causal_arange, name=f'layer_{i}')(
-            x_BTC, positions_BT, kv, None if kv is None else i)
-      new_cache = None if cache is None else {'k': kv[0], 'v': kv[1]}
+            x_BTC, positions_BT, layer_kv)
+        if kv is not None:
+          new_k.append(kv[0])
+          new_v.append(kv[1])
+      new_cache = None if cache is None else {'k': tuple(new_k), 'v': tuple(new_v)}
     x_BTC = _norm(cfg, 'final_norm')(x_BTC)
     if cfg.tie_embeddings:
       logits_BTV = embed.attend(x_BTC)

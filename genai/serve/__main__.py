@@ -24,7 +24,9 @@ flags.DEFINE_integer('max_body_bytes', 1 << 20, 'Largest request body.')
 flags.DEFINE_integer('max_prompt_tokens', 0, 'Longest prompt; 0 = the model context - 1.')
 flags.DEFINE_integer('max_new_tokens', 512, 'Largest max_tokens a request may ask for.')
 flags.DEFINE_integer('num_slots', 8, 'Sequences decoded together (continuous batching).')
-flags.DEFINE_integer('steps_per_tick', 8, 'Tokens decoded per slot per jitted call.')
+flags.DEFINE_integer('steps_per_tick', 16, 'Tokens decoded per slot per jitted call.')
+flags.DEFINE_float('admit_window_ms', 3.0, 'When idle, how long to wait for more requests '
+                   'to start together in one batch.')
 flags.DEFINE_integer('max_queue', 256, 'Requests waiting beyond this get 503.')
 flags.DEFINE_float('reload_interval', 10.0, 'Seconds between checks of --workdir for a newer '
                    'checkpoint (hot reload); 0 = off.')
@@ -51,7 +53,8 @@ def build(f) -> tuple:
   if isinstance(model, models.TextModel):
     engine = Engine(model.model, model.params, model.tokenizer, num_slots=f.num_slots,
                     steps_per_tick=f.steps_per_tick, max_queue=f.max_queue,
-                    version=model.version, eos_id=model.eos_id)
+                    version=model.version, eos_id=model.eos_id,
+                    admit_window_s=f.admit_window_ms / 1000)
     logging.info('compiling prefill for buckets %s and the decode tick', engine.buckets)
     engine.warmup()
     engine.start()

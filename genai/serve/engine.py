@@ -68,23 +68,31 @@ def _prefill(model: Transformer, params, cache, slot, tokens_1T, length, key, te
   """Runs the padded prompt through the model into row `slot` of the cache; returns the
   first new token (drawn from the logits at position length - 1) and the cache."""
   t = tokens_1T.shape[1]
-  row = {n: jax.lax.dynamic_slice_in_dim(c, slot, 1, axis=1) for n, c in cache.items()}
+  # Cache leaves are [B, K, S, D], or [L, B, K, S, D] for scanned layers: B is axis ndim-4.
+  row = jax.tree.map(lambda c: jax.lax.dynamic_slice_in_dim(c, slot, 1, axis=c.ndim - 4), cache)
   logits_1TV, row = model.apply({'params': params}, tokens_1T,
                                 positions_BT=jnp.arange(t, dtype=jnp.int32)[None], cache=row)
   last_1V = jax.lax.dynamic_slice_in_dim(logits_1TV[0], length - 1, 1, axis=0)
   first_1 = sample_rows(last_1V, jax.random.fold_in(key, length)[None], temperature[None],
                         top_k[None], top_p[None])
-  cache = {n: jax.lax.dynamic_update_slice_in_dim(cache[n], row[n], slot, axis=1)
-           for n in cache}
+  cache = jax.tree.map(lambda c, r: jax.lax.dynamic_update_slice_in_dim(c, r, slot, axis=c.ndim - 4),
+                       cache, row)
   return first_1[0], cache
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_steps'), donate_argnames=('cache',))
+@functools.partial(jax.jit, static_argnames=('model', 'num_steps', 'length'),
+                   donate_argnames=('cache',))
 def _decode_tick(model: Transformer, params, cache, tokens_S, positions_S, keys_S,
-                 temperature_S, top_k_S, top_p_S, *, num_steps: int):
-  """`num_steps` tokens for every slot: [S, num_steps], and the cache. Slot s feeds
-  tokens_S[s] at positions_S[s] and draws the token for the next position."""
-  last = cache['k'].shape[3] - 1  # [L, B, K, S, D]
+                 temperature_S, top_k_S, top_p_S, *, num_steps: int, length: int):
+  """`num_steps` tokens for the first S slots: [S, num_steps], and the cache. Slot s feeds
+  tokens_S[s] at positions_S[s] and draws the token for the next position. Only the first
+  `length` positions of those S slots' cache rows are read and written: S and `length`
+  are buckets, so a lone request does not pay for idle slots, nor short sequences for the
+  whole context (at batch 8 reading the cache costs as much as reading the weights)."""
+  rows = tokens_S.shape[0]
+  full = cache
+  cache = jax.tree.map(lambda c: c[..., :rows, :, :length, :], cache)  # [(L,) B, K, S, D]
+  last = length - 1
 
   def step(carry, _):
     tok_S, pos_S, cache = carry
@@ -97,19 +105,25 @@ def _decode_tick(model: Transformer, params, cache, tokens_S, positions_S, keys_
 
   (_, _, cache), out_NS = jax.lax.scan(step, (tokens_S, positions_S, cache), None,
                                        length=num_steps)
-  return out_NS.T, cache
+  return out_NS.T, jax.tree.map(lambda f, c: f.at[..., :rows, :, :length, :].set(c), full, cache)
 
 
 class Engine:
   """Slots, a queue and the decode thread for one model. `start()` runs the thread."""
 
   def __init__(self, model: Transformer, params: Any, tokenizer: Any, *, num_slots: int = 8,
-               steps_per_tick: int = 8, max_queue: int = 256, version: str = '',
-               eos_id: int | None = None):
+               steps_per_tick: int = 16, max_queue: int = 256, version: str = '',
+               eos_id: int | None = None, admit_window_s: float = 0.003):
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.num_slots, self.steps_per_tick, self.max_queue = num_slots, steps_per_tick, max_queue
+    self.admit_window_s = admit_window_s
     self.max_len = model.config.max_len
     self.buckets = buckets_for(self.max_len)
+    # Decode ticks compile for 1, 2, 4, ... active slots; requests take the lowest free slot.
+    self.row_buckets = tuple(b for b in (1, 2, 4, 8, 16, 32, 64, 128) if b < num_slots) + (num_slots,)
+    # ... and for the cache prefix they attend over: a quarter, half or all of the context.
+    self.length_buckets = tuple(sorted({max(self.max_len // 4, 1), max(self.max_len // 2, 1),
+                                        self.max_len}))
     self.version = version
     self.eos_id = eos_id
     dtype = jnp.dtype(model.config.dtype)
@@ -186,7 +200,9 @@ class Engine:
       _, self._cache = _prefill(self.model, self.params, self._cache, zero,
                                 np.zeros((1, b), np.int32), np.int32(1), self._keys[0],
                                 np.float32(1.0), np.int32(1), np.float32(0.9))
-    out, self._cache = self._tick()
+    for rows in self.row_buckets:
+      for length in self.length_buckets:
+        out, self._cache = self._tick(rows, length)
     jax.block_until_ready(out)
 
   # ------------------------------------------------------------------ the decode thread
@@ -194,8 +210,16 @@ class Engine:
     try:
       while True:
         with self._cond:
+          idle = not self._has_work()
           while not self._stop and not self._has_work():
             self._cond.wait(timeout=1.0)
+          if idle and self.admit_window_s > 0:
+            # Waking from idle: requests sent together (a client's burst) arrive a few ms
+            # apart; start them in one batch rather than the first alone.
+            deadline = time.monotonic() + self.admit_window_s
+            while (not self._stop and len(self._queue) < self._free()
+                   and (left := deadline - time.monotonic()) > 0):
+              self._cond.wait(timeout=left)
           if self._stop:
             break
           if self._pending_params is not None and self.active == 0:
@@ -254,16 +278,23 @@ class Engine:
         self._slots[s] = None
         req.on_update('', [], 'cancelled')
 
-  def _tick(self):
-    return _decode_tick(self.model, self.params, self._cache, self._tokens, self._positions,
-                        self._keys, *self._settings, num_steps=self.steps_per_tick)
+  def _tick(self, rows: int, length: int):
+    """Decodes the first `rows` slots over the first `length` cache positions."""
+    return _decode_tick(self.model, self.params, self._cache, self._tokens[:rows],
+                        self._positions[:rows], self._keys[:rows],
+                        *(a[:rows] for a in self._settings), num_steps=self.steps_per_tick,
+                        length=length)
 
   def _decode(self) -> None:
     t0 = time.perf_counter()
-    out_SN, self._cache = self._tick()
+    active = [s for s, r in enumerate(self._slots) if r is not None]
+    rows = next(b for b in self.row_buckets if b > active[-1])
+    reach = max(self._positions[s] for s in active) + self.steps_per_tick
+    out_SN, self._cache = self._tick(
+        rows, next((b for b in self.length_buckets if b >= reach), self.max_len))
     out_SN = np.asarray(out_SN)
     self.tick_seconds += time.perf_counter() - t0
-    for s, req in enumerate(self._slots):
+    for s, req in enumerate(self._slots[:len(out_SN)]):
       if req is None:
         continue
       self._positions[s] += self.steps_per_tick

@@ -134,7 +134,8 @@ def test_kv_cache_decoding_equals_full_forward(name):
                                 positions_BT=jnp.full((2, 1), i), cache=cache)
     chunks.append(logits)
   np.testing.assert_allclose(jnp.concatenate(chunks, 1), full, atol=1e-5, rtol=1e-5)
-  assert cache['k'].shape == (cfg.num_layers, 2, cfg.num_kv_heads, 20, cfg.head_dim)
+  assert len(cache['k']) == cfg.num_layers  # one [B, K, S, D] buffer per layer
+  assert cache['k'][0].shape == (2, cfg.num_kv_heads, 20, cfg.head_dim)
 
 
 def test_cache_rows_can_sit_at_different_positions():

@@ -1,0 +1,160 @@
+"""Decode throughput of the HTTP server against HF transformers `generate`, same shape.
+
+The shape is nanoGPT's Shakespeare char model (GPT-2 style, 6 layers x 384, 6 heads,
+vocabulary 65, context 256), randomly initialised in both (speed does not depend on the
+weights). Each side greedily generates `--new_tokens` tokens after a 1-token prompt:
+  genai: `python -m genai.serve` in its own process, driven over loopback HTTP: one
+         request alone (batch 1), then 8 concurrent requests (continuous batching).
+  HF:    GPT2LMHeadModel.generate(do_sample=False, use_cache=True) at batch 1 and 8, in
+         this process (torch threads = cores), the same weights copied from genai's params.
+New tokens per second = tokens generated / wall time (HTTP included for genai).
+
+  python -m benchmarks.serve_decode [--new_tokens 200] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import jax
+
+from genai.models.transformer import TransformerConfig
+
+SHAPE = dict(vocab_size=65, d_model=384, num_layers=6, num_heads=6, max_len=256)
+
+
+def make_workdir(path: str) -> None:
+  """A genai LM workdir holding a random 6x384 char model (checkpoint at step 0)."""
+  from experiments import lm  # pylint: disable=import-outside-toplevel
+  from configs.lm import shakespeare_char  # pylint: disable=import-outside-toplevel
+  config = shakespeare_char.get_config()
+  config.data.source = 'files'
+  corpus = os.path.join(path, 'corpus.txt')
+  os.makedirs(path, exist_ok=True)
+  chars = ''.join(chr(32 + i) for i in range(64)) + '\n'  # 65 symbols, like Shakespeare's
+  with open(corpus, 'w') as f:
+    f.write(chars * 200)
+  config.data.path = corpus
+  config.data.block_size = SHAPE['max_len']
+  config.model.update(num_layers=6, num_heads=6, d_model=384, dropout=0.0)
+  config.optimizer.warmup_steps = 0
+  config.train.update(num_steps=1, batch_size=1, steps_per_call=1, eval_every=1,
+                      checkpoint_every=1, log_every=1)
+  config.eval.update(num_batches=1, batch_size=1, sample_tokens=0)
+  lm.train_and_evaluate(config, os.path.join(path, 'w'))
+
+
+def serve(workdir: str, port: int) -> subprocess.Popen:
+  proc = subprocess.Popen([sys.executable, '-m', 'genai.serve', f'--workdir={workdir}',
+                           f'--port={port}', '--num_slots=8', '--reload_interval=0'],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.monotonic() + 300
+  while True:
+    try:
+      if httpx.get(f'http://127.0.0.1:{port}/healthz', timeout=1).status_code == 200:
+        return proc
+    except httpx.TransportError:
+      pass
+    if proc.poll() is not None or time.monotonic() > deadline:
+      raise RuntimeError('the server did not start')
+    time.sleep(0.5)
+
+
+def genai_tokens_per_sec(port: int, num_clients: int, new_tokens: int, repeats: int) -> float:
+  body = {'prompt': 'A', 'max_tokens': new_tokens, 'temperature': 0.0}
+  url = f'http://127.0.0.1:{port}/v1/completions'
+  best = 0.0
+  with concurrent_clients(num_clients) as clients:
+    for _ in range(repeats + 1):  # the first round warms connections up
+      t0 = time.perf_counter()
+      with concurrent.futures.ThreadPoolExecutor(num_clients) as pool:
+        outs = list(pool.map(lambda c: c.post(url, json=body, timeout=300).json(), clients))
+      dt = time.perf_counter() - t0
+      got = sum(o['usage']['completion_tokens'] for o in outs)
+      assert got == num_clients * new_tokens, outs[0]
+      best = max(best, got / dt)
+  return best
+
+
+class concurrent_clients:  # pylint: disable=invalid-name
+  def __init__(self, n):
+    self.clients = [httpx.Client() for _ in range(n)]
+
+  def __enter__(self):
+    return self.clients
+
+  def __exit__(self, *exc):
+    for c in self.clients:
+      c.close()
+
+
+def hf_tokens_per_sec(params, batch: int, new_tokens: int, repeats: int) -> float:
+  import torch  # pylint: disable=import-outside-toplevel
+  import transformers  # pylint: disable=import-outside-toplevel
+  from genai.pretrained import hf  # pylint: disable=import-outside-toplevel
+  torch.set_num_threads(os.cpu_count())
+  cfg = TransformerConfig(**SHAPE)
+  with tempfile.TemporaryDirectory() as d:
+    hf.export_hf(cfg, params, d)
+    model = transformers.AutoModelForCausalLM.from_pretrained(d).eval()
+  ids = torch.zeros((batch, 1), dtype=torch.long)
+  best = 0.0
+  with torch.inference_mode():
+    for _ in range(repeats + 1):
+      t0 = time.perf_counter()
+      out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, use_cache=True,
+                           pad_token_id=0)
+      dt = time.perf_counter() - t0
+      assert out.shape == (batch, 1 + new_tokens)
+      best = max(best, batch * new_tokens / dt)
+  return best
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--new_tokens', type=int, default=200)
+  ap.add_argument('--repeats', type=int, default=3)
+  ap.add_argument('--port', type=int, default=8431)
+  ap.add_argument('--out', default='runs/bench/serve_decode.json')
+  args = ap.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    make_workdir(tmp)
+    workdir = os.path.join(tmp, 'w')
+    from experiments import lm  # pylint: disable=import-outside-toplevel
+    _, _, params, _ = lm.load_workdir(workdir)
+    proc = serve(workdir, args.port)
+    try:
+      results = {f'genai_server_batch{c}': genai_tokens_per_sec(args.port, c, args.new_tokens,
+                                                                args.repeats) for c in (1, 8)}
+    finally:
+      proc.terminate()
+      proc.wait(timeout=30)
+  for b in (1, 8):
+    results[f'hf_generate_batch{b}'] = hf_tokens_per_sec(params, b, args.new_tokens, args.repeats)
+  results.update(
+      ratio_batch1=results['genai_server_batch1'] / results['hf_generate_batch1'],
+      ratio_batch8=results['genai_server_batch8'] / results['hf_generate_batch8'],
+      shape=SHAPE, new_tokens=args.new_tokens,
+      machine=f'{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} cpu')
+  print(f'{"":28s} {"batch 1":>10s} {"batch 8":>10s}   (new tokens/s, best of {args.repeats})')
+  print(f'{"genai server (HTTP)":28s} {results["genai_server_batch1"]:10.0f} '
+        f'{results["genai_server_batch8"]:10.0f}')
+  print(f'{"HF transformers generate":28s} {results["hf_generate_batch1"]:10.0f} '
+        f'{results["hf_generate_batch8"]:10.0f}')
+  print(f'{"ratio":28s} {results["ratio_batch1"]:10.2f}x {results["ratio_batch8"]:9.2f}x')
+  os.makedirs(os.path.dirname(args.out), exist_ok=True)
+  with open(args.out, 'w') as f:
+    json.dump(results, f, indent=1)
+
+
+if __name__ == '__main__':
+  main()
