@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from genai.data import sequences
+from genai.data import preferences
 from genai.data import sft
 from genai.data import text_sources
 from genai.compress import pruning
@@ -30,6 +31,7 @@ from genai.data import tokenizers
 from genai.evaluation import text_metrics
 from genai.models import lora as lora_lib
 from genai.models.transformer import Transformer, TransformerConfig
+from genai.objectives import dpo
 from genai.objectives.distill import kd_loss
 from genai.objectives.lm import make_loss_fn
 from genai.pretrained import hf
@@ -196,12 +198,32 @@ def state_fns(config: ml_collections.ConfigDict, model: Transformer,
     state = {'params': params, 'step': jnp.zeros((), jnp.int32)}
     if teacher is not None:  # boxed like the teacher's own init, so it is sharded too
       state['teacher'] = _with_values(teacher_model.init(rng, tokens)['params'], teacher)
+    if is_dpo(config) and lcfg is None:  # DPO's frozen reference: the starting weights
+      state['reference'] = params
     if lcfg is None:
       return {**state, 'opt_state': tx.init(params)}
     adapters = lora_lib.init(params, lcfg, jax.random.fold_in(rng, 1))
     return {**state, 'lora': adapters, 'opt_state': tx.init(adapters)}
 
   return init_state, (tx, schedule)
+
+
+def is_dpo(config: ml_collections.ConfigDict) -> bool:
+  return config.data.source == 'dpo_jsonl'
+
+
+def make_dpo_logps(model: Transformer):
+  """(params, batch, rng) -> sequence log-probs [B, 2] of the chosen and rejected responses
+  (batch arrays [B, 2, T]), both through one forward pass of 2B rows."""
+  def logps(params, batch, rng=None):
+    b, two, t = batch['inputs'].shape
+    flat = lambda x: x.reshape(b * two, t)
+    rngs = None if rng is None else {'dropout': rng}
+    logits, _ = model.apply({'params': params}, flat(batch['inputs']),
+                            deterministic=rng is None, rngs=rngs)
+    return dpo.sequence_logprobs(logits, flat(batch['targets']),
+                                 flat(batch['mask'])).reshape(b, two)
+  return logps
 
 
 def prune_config(config: ml_collections.ConfigDict) -> pruning.PruneConfig | None:
@@ -214,15 +236,27 @@ def prune_config(config: ml_collections.ConfigDict) -> pruning.PruneConfig | Non
 def make_train_step(model: Transformer, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
                     lora_cfg: lora_lib.LoraConfig | None = None,
-                    teacher_model: Transformer | None = None, distill_cfg: Any = None):
+                    teacher_model: Transformer | None = None, distill_cfg: Any = None,
+                    dpo_beta: float | None = None):
   """(state, batch, rng) -> (state, metrics): one optimizer step on the LM loss, of the
   params or, with `lora_cfg`, of the adapters only (the base stays frozen). With a
   `teacher_model`, the loss is the KD loss against its logits on the same batch, computed
-  in the same jitted step from `state['teacher']`."""
+  in the same jitted step from `state['teacher']`. With `dpo_beta`, the DPO loss on
+  preference pairs against the frozen reference (`state['reference']`, or under LoRA the
+  base params without adapters), whose log-probs are computed first, outside the adapters."""
   key = 'params' if lora_cfg is None else 'lora'
+  logps = make_dpo_logps(model)
 
   def train_step(state, batch, rng):
-    if teacher_model is None:
+    if dpo_beta is not None:
+      ref = state['reference'] if lora_cfg is None else state['params']
+      batch = {**batch, 'ref_logps': jax.lax.stop_gradient(logps(ref, batch))}
+
+      def loss_fn(params, batch, rng):
+        pol = logps(params, batch, rng)
+        return dpo.dpo_loss(pol[:, 0], pol[:, 1], batch['ref_logps'][:, 0],
+                            batch['ref_logps'][:, 1], dpo_beta)
+    elif teacher_model is None:
       loss_fn = make_loss_fn(model)
     else:
       def loss_fn(params, batch, rng):
@@ -244,6 +278,8 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
                'lr': schedule(state['step'])}
     if teacher_model is not None:
       metrics.update({'kd_kl': aux['kl'], 'kd_ce': aux['ce']})
+    if dpo_beta is not None:
+      metrics.update({f'dpo_{k}': v for k, v in aux.items()})
     return {**state, key: optax.apply_updates(state[key], updates), 'opt_state': opt_state,
             'step': state['step'] + 1}, metrics
 
@@ -263,6 +299,18 @@ def _load_data(config, workdir):
   tc, ec = config.train, config.eval
   block = config.data.block_size
   local_batch = mesh_lib.local_batch_size(tc.batch_size)
+  if is_dpo(config):
+    if not config.model.get('init_from'):
+      raise ValueError("data.source='dpo_jsonl' needs model.init_from (the policy to improve "
+                       "and the frozen reference), e.g. 'workdir:runs/shakespeare'.")
+    rows = preferences.read_jsonl(config.data.path)
+    model, tokenizer, pretrained, teacher = resolve_model(config, workdir, None)
+    train_ex, val_ex = sft.split(preferences.encode_pairs(rows, tokenizer, block,
+                                                          config.data.path),
+                                 config.data.val_fraction)
+    train_iter = sft.make_train_iterator(train_ex, batch_size=local_batch, seed=config.seed)
+    val = sft.eval_batches(val_ex, ec.batch_size) if len(val_ex['inputs']) else []
+    return model, tokenizer, pretrained, teacher, train_iter, val, 1.0, rows[-1]['prompt']
   if config.data.source == 'sft_jsonl':
     rows = sft.read_jsonl(config.data.path)
     text = '\n'.join(json.dumps(r, ensure_ascii=False) for r in rows)
@@ -298,8 +346,10 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   # Quantization-aware training: the loss (and validation) see fake-quantized weights.
   qat_kind = config.model.get('qat') or ''
   train_model = qat.wrap(model, qat_kind, config.model.get('qat_tile') or 32) if qat_kind else model
+  dpo_beta = float(config.dpo.beta) if is_dpo(config) else None
   train_step = make_train_step(train_model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
-                               lora_config(config), teacher_model, config.get('distill'))
+                               lora_config(config), teacher_model, config.get('distill'),
+                               dpo_beta)
 
   ec = config.eval
   eval_step = _eval_fn(train_model)
@@ -309,7 +359,9 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   def evaluate(state, step):
     params = inference_params(config, state)
     results: dict[str, Any] = {}
-    if val_batches:
+    if val_batches and dpo_beta is not None:
+      results.update(_dpo_eval(train_model, config, state, params, val_batches, dpo_beta))
+    elif val_batches:
       # Dispatch every batch, then one transfer: no host round-trip per batch.
       sums = jax.device_get([eval_step(params, batch) for batch in val_batches])
       loss = sum(float(s) for s, _ in sums) / sum(float(c) for _, c in sums)
@@ -330,6 +382,19 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                    examples_per_step=tc.batch_size,
                    flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block,
                    init_args=(pretrained, teacher[1] if teacher else None))
+
+
+def _dpo_eval(model, config, state, params, val_batches, beta) -> dict[str, float]:
+  """Validation DPO loss and preference accuracy (chosen more likely than rejected, as
+  implicit rewards), against the same reference as training."""
+  logps = jax.jit(make_dpo_logps(model))
+  ref = state['reference'] if 'reference' in state else state['params']
+  pol = np.concatenate([np.asarray(logps(params, b)) for b in val_batches])
+  refl = np.concatenate([np.asarray(logps(ref, b)) for b in val_batches])
+  loss, aux = dpo.dpo_loss(pol[:, 0], pol[:, 1], refl[:, 0], refl[:, 1], beta)
+  return {'val/dpo_loss': float(loss), 'val/reward_accuracy': float(aux['reward_accuracy']),
+          'val/reward_margin': float(aux['reward_margin']),
+          'val/logp_chosen_minus_rejected': float(np.mean(pol[:, 0] - pol[:, 1]))}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

@@ -12,6 +12,15 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 
+def load_config(path, arg='runlocal'):
+  """`get_config(arg)` of a config file."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('cfg', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
 @pytest.fixture(scope='session')
 def lm_workdir(tmp_path_factory):
   """A char LM (pydoc text, context 64) trained for 20 steps; shared by the serving tests."""

@@ -20,7 +20,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.source = 'embedded'          # 'embedded' | 'files' | 'tfds' | 'sft_jsonl' (data.path:
                                       # {"prompt","response"} or {"messages"} rows; loss on
-                                      # responses only)
+                                      # responses only) | 'dpo_jsonl' ({"prompt","chosen",
+                                      # "rejected"} rows; DPO, needs model.init_from)
   c.data.path = ''                    # file, glob or comma list, for source='files'
   c.data.tfds_name = ''
   c.data.tfds_split = 'train'
@@ -83,6 +84,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # The student is config.model over the teacher's tokenizer; loss = alpha * T^2 * KL +
   # (1 - alpha) * cross-entropy, with the teacher's logits computed in the same step.
   c.distill = ml_collections.ConfigDict(dict(teacher='', temperature=2.0, alpha=0.5))
+  # DPO (data.source='dpo_jsonl'): beta scales the implicit reward log pi - log pi_ref.
+  c.dpo = ml_collections.ConfigDict(dict(beta=0.1))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

@@ -17,6 +17,7 @@ import json
 import secrets
 import threading
 import time
+import uuid
 from typing import Any, Callable
 
 import fastapi
@@ -214,11 +215,13 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
                      'prompt or ask for fewer tokens.', param='max_tokens')
     seed = body.seed if body.seed is not None else secrets.randbelow(schemas.MAX_SEED - 8)
     reqs, queues = [], []
+    rid = f'cmpl-{uuid.uuid4().hex}'
     for i in range(body.n):
       q: asyncio.Queue = asyncio.Queue()
       reqs.append(Request(ids, body.max_tokens, _pusher(loop, q), temperature=body.temperature,
                           top_p=body.top_p, top_k=body.top_k, seed=seed + i,
                           stop=body.stop_list()))
+      reqs[-1].rid = rid
       queues.append(q)
     try:
       for r in reqs:
@@ -246,7 +249,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
                    'flags': sorted(set(flags)), 'time': time.time()})
 
   def rid_of(reqs):
-    return f'cmpl-{id(reqs[0]):x}{reqs[0].seed:x}'
+    return reqs[0].rid
 
   async def collect(reqs, queues) -> tuple[list[str], list[str]]:
     async def one(r, q):

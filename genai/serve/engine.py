@@ -50,6 +50,7 @@ class Request:
   sent: int = 0  # characters of `text` already passed to on_update
   cancelled: bool = False
   version: str = ''
+  rid: str = ''  # the API's id of the generation this request is a choice of
   submitted: float = dataclasses.field(default_factory=time.monotonic)
 
 

@@ -4,15 +4,7 @@ import socket
 import threading
 import time
 
-from conftest import REPO
-
-
-def load_config(path, arg='runlocal'):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+from conftest import REPO, load_config  # pylint: disable=unused-import
 
 
 def lm_config(num_steps=20):
