@@ -139,6 +139,20 @@ def _eval_fn(model: Transformer):
   return eval_step
 
 
+def text_loss(model: Transformer, params, tokenizer, text: str, *, block_size: int,
+              batch_size: int = 16) -> float:
+  """Mean next-token loss (nats) over every non-overlapping window of `text`: a fixed
+  held-out score for comparing two models with the same tokenizer."""
+  tokens = tokenizer.encode(text)
+  if len(tokens) < block_size + 1:
+    raise ValueError(f'the held-out text has {len(tokens)} tokens; it needs at least '
+                     f'block_size + 1 = {block_size + 1}.')
+  eval_step = _eval_fn(model)
+  sums = jax.device_get([eval_step(params, b) for b in sequences.eval_batches(
+      tokens, block_size=block_size, batch_size=batch_size, max_batches=0)])
+  return sum(float(n) for n, _ in sums) / sum(float(c) for _, c in sums)
+
+
 def _read_bleu_file(path: str) -> list[dict[str, str]]:
   if not os.path.exists(path):
     raise FileNotFoundError(f'eval.bleu_file={path!r} does not exist; give a JSONL file with '

@@ -14,6 +14,9 @@ from absl import flags
 
 flags.DEFINE_string('workdir', None, 'A trained genai workdir (LM, GAN, VAE or diffusion).')
 flags.DEFINE_string('pretrained', None, 'Instead of --workdir: smollm2, hf:DIR or gguf:FILE.')
+flags.DEFINE_string('registry', None, 'Instead of --workdir: a model registry root '
+                    '(genai.feedback.retrain); serves its current version and follows '
+                    'promotions and rollbacks.')
 flags.DEFINE_string('name', None, 'Model name in the API (default: the workdir folder name).')
 flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 for every interface).')
 flags.DEFINE_integer('port', 8000, 'Port.')
@@ -29,7 +32,8 @@ flags.DEFINE_float('admit_window_ms', 3.0, 'When idle, how long to wait for more
                    'to start together in one batch.')
 flags.DEFINE_integer('max_queue', 256, 'Requests waiting beyond this get 503.')
 flags.DEFINE_float('reload_interval', 10.0, 'Seconds between checks of --workdir for a newer '
-                   'checkpoint (hot reload); 0 = off.')
+                   'checkpoint, or of --registry for a new current version (hot reload); '
+                   '0 = off.')
 flags.DEFINE_float('request_timeout', 300.0, 'Seconds before a generation is abandoned (504).')
 
 
@@ -40,10 +44,15 @@ def build(f) -> tuple:
   from genai.serve import models  # pylint: disable=import-outside-toplevel
   from genai.serve import reload  # pylint: disable=import-outside-toplevel
   from genai.serve.engine import Engine  # pylint: disable=import-outside-toplevel
-  if bool(f.workdir) == bool(f.pretrained):
-    raise absl_app.UsageError('Give exactly one of --workdir or --pretrained.')
-  source = f.workdir or f.pretrained
-  model = models.load(source, name=f.name or (None if f.workdir else f.pretrained))
+  if sum(bool(x) for x in (f.workdir, f.pretrained, f.registry)) != 1:
+    raise absl_app.UsageError('Give exactly one of --workdir, --pretrained or --registry.')
+  version_fn = load_fn = None
+  if f.registry:
+    version_fn, load_fn = reload.registry_fns(f.registry)
+    model = load_fn(f.registry, f.name or os.path.basename(os.path.normpath(f.registry)))
+  else:
+    source = f.workdir or f.pretrained
+    model = models.load(source, name=f.name or (None if f.workdir else f.pretrained))
   keys = f.api_keys or [k for k in os.environ.get('GENAI_API_KEYS', '').split(',') if k]
   limits = limits_lib.Limits(api_keys=frozenset(keys), max_body_bytes=f.max_body_bytes,
                              max_prompt_tokens=f.max_prompt_tokens,
@@ -61,7 +70,10 @@ def build(f) -> tuple:
   application = api.make_app(model, limits=limits, engine=engine,
                              request_timeout_s=f.request_timeout)
   reloader = None
-  if f.workdir and f.reload_interval > 0:
+  if f.registry and f.reload_interval > 0:
+    reloader = reload.Reloader(f.registry, application.state.served, f.reload_interval,
+                               version_fn, load_fn).start()
+  elif f.workdir and f.reload_interval > 0:
     reloader = reload.Reloader(f.workdir, application.state.served, f.reload_interval).start()
   return application, engine, reloader
 

@@ -238,15 +238,18 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
     res = output_filter(text)
     return ('', 'content_filter', res.flags) if res.blocked else (res.text, None, res.flags)
 
-  def record(kind, body, prompt, texts, finishes, reqs, flags):
+  async def record(kind, body, prompt, texts, finishes, reqs, flags):
+    """Hands the generation to `on_generation` in a worker thread (a durable store's
+    commit waits for the disk; the event loop must not)."""
     if on_generation is None:
       return
     params = body.model_dump(exclude={'messages', 'prompt', 'stream', 'model', 'user'})
     params['seed'] = reqs[0].seed
-    on_generation({'id': rid_of(reqs), 'kind': kind, 'model': served.model.name,
-                   'version': reqs[0].version, 'prompt': prompt, 'outputs': texts,
-                   'finish_reasons': finishes, 'params': params, 'user': body.user,
-                   'flags': sorted(set(flags)), 'time': time.time()})
+    await run_in_threadpool(on_generation, {
+        'id': rid_of(reqs), 'kind': kind, 'model': served.model.name,
+        'version': reqs[0].version, 'prompt': prompt, 'outputs': texts,
+        'finish_reasons': finishes, 'params': params, 'user': body.user,
+        'flags': sorted(set(flags)), 'time': time.time()})
 
   def rid_of(reqs):
     return reqs[0].rid
@@ -334,7 +337,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
           yield event(i, delta, finish)
         finishes[i] = finish
       yield 'data: [DONE]\n\n'
-      record(kind, body, prompt, sent, finishes, reqs, flags)
+      await record(kind, body, prompt, sent, finishes, reqs, flags)
     finally:  # the client went away, or we finished: free every slot
       for t in tasks:
         t.cancel()
@@ -353,7 +356,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       t, blocked, fl = filtered(t)
       flags.extend(fl)
       out.append((t, blocked or f))
-    record(kind, body, prompt, [t for t, _ in out], [f for _, f in out], reqs, flags)
+    await record(kind, body, prompt, [t for t, _ in out], [f for _, f in out], reqs, flags)
     base = dict(id=rid_of(reqs), created=int(time.time()), model=served.model.name,
                 system_fingerprint=reqs[0].version, usage=usage(ids, reqs))
     if kind == 'completion':

@@ -77,14 +77,17 @@ def version_of(source: str) -> str:
   return f'step-{step}'
 
 
-def load(source: str, name: str | None = None) -> TextModel | ImageModel:
-  """The model a source holds now (a workdir's newest checkpoint)."""
+def load(source: str, name: str | None = None, version: str | None = None
+         ) -> TextModel | ImageModel:
+  """The model a source holds now (a workdir's newest checkpoint); `version` names it
+  (default 'step-N'), e.g. a registry's 'v3'."""
   name = name or os.path.basename(os.path.normpath(source))
   if not is_workdir(source):
     return _load_pretrained(source, name)
   family = family_of(source)
-  version = version_of(source)
-  step = int(version.split('-')[1])
+  step_version = version_of(source)
+  step = int(step_version.split('-')[1])
+  version = version or step_version
   if family == 'lm':
     _, model, params, tok = _experiment('lm').load_workdir(source, step)
     return TextModel(name, version, model, params, tok, getattr(tok, 'eos_id', None))

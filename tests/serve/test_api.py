@@ -303,4 +303,4 @@ def test_command_line_errors(tmp_path):
   assert 'Traceback' not in r.stderr
   r = subprocess.run([sys.executable, '-m', 'genai.serve'], cwd=REPO, capture_output=True,
                      text=True, timeout=120)
-  assert r.returncode != 0 and 'exactly one of --workdir or --pretrained' in r.stderr
+  assert r.returncode != 0 and 'exactly one of --workdir, --pretrained or --registry' in r.stderr

@@ -1,0 +1,1 @@
+"""User feedback on served generations: durable storage (store.py) and exports for retraining."""

@@ -1,0 +1,127 @@
+"""A versioned model registry in a directory: which LM workdir is served, and its history.
+
+ROOT/registry.json holds
+  {"current": "v3",
+   "versions": [{"version": "v1", "workdir": ..., "step": 1200, "created": 1795.0e6,
+                 "status": "promoted" | "rejected", "parent": null | "v0",
+                 "metrics": {...}, "data": {...}, "reasons": [...],
+                 "promotions": [times it became current]}, ...]}
+Every change is written atomically (a temporary file, fsync, os.replace), so a reader (the
+server's hot reload) never sees half a file and a crash never loses the registry.
+`current` is what `python -m genai.serve --registry ROOT` serves; `rollback` makes the
+version that was current before it current again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from genai.train.checkpoints import Checkpointer
+
+FILE = 'registry.json'
+
+
+def latest_step(workdir: str) -> int:
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
+  try:
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints; train it first.')
+  return step
+
+
+class Registry:
+
+  def __init__(self, root: str):
+    self.root = os.path.abspath(root)
+    self.path = os.path.join(self.root, FILE)
+
+  # ----------------------------------------------------------------------- reading
+  def exists(self) -> bool:
+    return os.path.exists(self.path)
+
+  def _read(self) -> dict[str, Any]:
+    if not self.exists():
+      raise FileNotFoundError(f'{self.path} not found: create the registry with '
+                              f'`python -m genai.feedback.retrain init --root {self.root} '
+                              '--workdir W --heldout FILE`.')
+    with open(self.path) as f:
+      return json.load(f)
+
+  def versions(self) -> list[dict[str, Any]]:
+    return self._read()['versions']
+
+  def get(self, version: str) -> dict[str, Any]:
+    for v in self.versions():
+      if v['version'] == version:
+        return v
+    raise KeyError(f'version {version!r} is not in {self.path}.')
+
+  def current(self) -> dict[str, Any]:
+    return self.get(self._read()['current'])
+
+  def served_version(self) -> str:
+    """What a server reports: 'v3' (the registry version of the current workdir)."""
+    return self._read()['current']
+
+  # ----------------------------------------------------------------------- writing
+  def _write(self, reg: dict[str, Any]) -> None:
+    os.makedirs(self.root, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=self.root, prefix='.registry.', suffix='.json')
+    with os.fdopen(fd, 'w') as f:
+      json.dump(reg, f, indent=1)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, self.path)
+
+  def init(self, workdir: str, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Registers `workdir` as v1 and makes it current."""
+    if self.exists():
+      raise FileExistsError(f'{self.path} already exists; use `run`, or another --root.')
+    entry = self._entry('v1', workdir, parent=None, metrics=metrics or {}, data={},
+                        status='promoted', reasons=[])
+    entry['promotions'] = [entry['created']]
+    self._write({'current': 'v1', 'versions': [entry]})
+    return entry
+
+  def add(self, workdir: str, *, parent: str, metrics: dict[str, Any], data: dict[str, Any],
+          promote: bool, reasons: list[str]) -> dict[str, Any]:
+    """Records a candidate; makes it current when `promote`."""
+    reg = self._read()
+    version = f'v{len(reg["versions"]) + 1}'
+    entry = self._entry(version, workdir, parent=parent, metrics=metrics, data=data,
+                        status='promoted' if promote else 'rejected', reasons=reasons)
+    if promote:
+      entry['promotions'] = [entry['created']]
+      reg['current'] = version
+    reg['versions'].append(entry)
+    self._write(reg)
+    return entry
+
+  def rollback(self) -> dict[str, Any]:
+    """Makes the version that was current before the current one current again."""
+    reg = self._read()
+    events = sorted((t, v['version']) for v in reg['versions'] for t in v.get('promotions', []))
+    previous = [name for _, name in events if name != reg['current']]
+    if not previous:
+      raise ValueError(f'{reg["current"]} is the only version ever served; nothing to roll '
+                       'back to.')
+    target = previous[-1]
+    for v in reg['versions']:
+      if v['version'] == target:
+        v.setdefault('promotions', []).append(time.time())
+    reg['current'] = target
+    self._write(reg)
+    return self.get(target)
+
+  @staticmethod
+  def _entry(version, workdir, *, parent, metrics, data, status, reasons) -> dict[str, Any]:
+    workdir = os.path.abspath(workdir)
+    return {'version': version, 'workdir': workdir, 'step': latest_step(workdir),
+            'created': time.time(), 'status': status, 'parent': parent, 'metrics': metrics,
+            'data': data, 'reasons': reasons}

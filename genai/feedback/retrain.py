@@ -1,0 +1,299 @@
+"""The periodic update of a served LM: gather fresh data, train a candidate, promote it only
+if it is not worse. One command, cron-friendly (exit 0 whether or not it promoted; non-zero
+only on errors); `python -m genai.serve --registry ROOT` serves whatever is current.
+
+  python -m genai.feedback.retrain init --root R --workdir W --heldout heldout.txt
+  python -m genai.feedback.retrain run --root R [--watch DIR] [--feedback_db URL]
+  python -m genai.feedback.retrain rollback --root R
+  python -m genai.feedback.retrain status --root R
+
+`run`:
+ 1. Fresh data since the current version was made: text files in --watch modified since
+    then, and from the feedback store (SQLite in the served workdir by default) accepted or
+    edited responses (SFT rows) and preference pairs (DPO rows).
+ 2. Stage 1, when there is text or SFT rows: continue training the current model on them
+    (`model.init_from='workdir:CURRENT'`, the current run's config, --steps). Lines the
+    tokenizer cannot read (e.g. characters a char model never saw) are dropped and counted.
+ 3. Stage 2, when there are at least --min_pairs preference pairs: DPO from stage 1's
+    result (or the current model) with the current model's weights as the frozen reference.
+ 4. Evaluate candidate and current on the fixed held-out text (mean next-token loss) and on
+    safety checks over sampled continuations of fixed prompts: the moderation rate
+    (genai.safety.moderation, when importable) and, when given, a bias-audit gate.
+ 5. Promote when held-out loss <= current * (1 + --tolerance) and every safety check
+    passes; else record the candidate as rejected with its reasons. Either way it is in
+    the registry with its metrics and lineage (parent, data counts, stages).
+"""
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from genai.feedback.registry import Registry
+from genai.train import workdir as workdir_lib
+
+HELDOUT = 'heldout.txt'
+
+
+@dataclasses.dataclass
+class RetrainOptions:
+  watch: str = ''                 # folder of new .txt files
+  feedback_db: str = ''           # SQLAlchemy URL; '' = sqlite in the current workdir, if any
+  steps: int = 200                # stage-1 steps
+  dpo_steps: int = 100            # stage-2 steps
+  min_pairs: int = 8              # fewer preference pairs than this: no DPO stage
+  min_text_chars: int = 2000      # less fresh text than this: no stage 1
+  lr: float = 3e-4
+  dpo_beta: float = 0.1
+  tolerance: float = 0.0          # accept a held-out loss up to (1 + tolerance) x current
+  max_flag_rate_increase: float = 0.0
+  samples: int = 12               # continuations per model for the safety checks
+  sample_tokens: int = 48
+  safety_gate: Callable[[str, str], tuple[bool, list[str], dict]] | None = None  # (cand, cur)
+
+
+# =========================== Data ======================================================
+
+def fresh_text_files(watch: str, since: float) -> list[str]:
+  if not watch:
+    return []
+  if not os.path.isdir(watch):
+    raise FileNotFoundError(f'--watch={watch!r} is not a folder.')
+  return sorted(p for p in glob.glob(os.path.join(watch, '**', '*.txt'), recursive=True)
+                if os.path.getmtime(p) > since)
+
+
+def _readable_lines(text: str, tokenizer) -> tuple[list[str], int]:
+  """The lines the tokenizer can encode, and how many it could not."""
+  keep, dropped = [], 0
+  for line in text.splitlines(keepends=True):
+    try:
+      tokenizer.encode(line)
+      keep.append(line)
+    except ValueError:
+      dropped += 1
+  return keep, dropped
+
+
+def _open_store(url: str, workdir: str):
+  from genai.feedback.store import FeedbackStore  # pylint: disable=import-outside-toplevel
+  if url:
+    return FeedbackStore(url)
+  if os.path.exists(os.path.join(workdir, 'feedback.db')):
+    return FeedbackStore.for_workdir(workdir)
+  return None
+
+
+def gather(reg: Registry, cur: dict[str, Any], opts: RetrainOptions, out: str, tokenizer
+           ) -> dict[str, Any]:
+  """Writes out/fresh.txt (stage 1) and out/pairs.jsonl (stage 2); returns their counts."""
+  since = cur['data'].get('until', cur['created'])
+  until = time.time()
+  files = fresh_text_files(opts.watch, since)
+  text = ''.join(open(p, encoding='utf-8', errors='replace').read() for p in files)
+  sft_rows = dpo_rows = 0
+  store = _open_store(opts.feedback_db, cur['workdir'])
+  if store is not None:
+    try:
+      sft_rows = store.export_sft(os.path.join(out, 'sft.jsonl'), since=since)
+      dpo_rows = store.export_dpo(os.path.join(out, 'pairs.jsonl'), since=since)
+    finally:
+      store.close()
+  if sft_rows:  # accepted and edited responses are text to continue training on
+    with open(os.path.join(out, 'sft.jsonl')) as f:
+      text += ''.join(r['prompt'] + r['response'] + '\n' for r in map(json.loads, f))
+  lines, dropped = _readable_lines(text, tokenizer)
+  with open(os.path.join(out, 'fresh.txt'), 'w', encoding='utf-8') as f:
+    f.write(''.join(lines))
+  return {'since': since, 'until': until, 'files': files, 'text_chars': sum(map(len, lines)),
+          'dropped_lines': dropped, 'sft_rows': sft_rows, 'dpo_pairs': dpo_rows}
+
+
+# =========================== Stages =====================================================
+
+def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps: int,
+                  lr: float) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(base.to_dict())
+  c.model.init_from = f'workdir:{init_workdir}'
+  c.optimizer.lr = lr
+  c.optimizer.warmup_steps = min(c.optimizer.get('warmup_steps', 0), max(num_steps // 10, 0))
+  c.train.num_steps = num_steps
+  c.train.steps_per_call = min(c.train.get('steps_per_call', 1), num_steps)
+  c.train.checkpoint_every = num_steps
+  c.train.eval_every = num_steps
+  c.train.log_every = max(1, min(c.train.get('log_every', 100), num_steps))
+  c.eval.sample_tokens = 0
+  # A continuation trains the served weights themselves: no adapters, pruning or teacher.
+  if 'lora' in c:
+    c.lora.rank = 0
+  if 'prune' in c:
+    c.prune.kind = 'none'
+  if 'distill' in c:
+    c.distill.teacher = ''
+  return c
+
+
+def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions, out: str
+                 ) -> tuple[str | None, list[str]]:
+  """Runs stage 1 and/or 2 into out/stage1, out/stage2; (candidate workdir or None, stages)."""
+  from experiments import lm  # pylint: disable=import-outside-toplevel
+  from genai.data import tokenizers  # pylint: disable=import-outside-toplevel
+  base = workdir_lib.load_config(cur['workdir'], 'lm')
+  start, stages = cur['workdir'], []
+  with open(os.path.join(out, 'fresh.txt'), encoding='utf-8') as f:
+    fresh_tokens = len(tokenizers.load_tokenizer(cur['workdir']).encode(f.read()))
+  # Stage 1 needs enough text for a training window beside its validation windows.
+  if data['text_chars'] >= opts.min_text_chars and fresh_tokens > 4 * (base.data.block_size + 1):
+    c = _stage_config(base, start, opts.steps, opts.lr)
+    c.data.source, c.data.path = 'files', os.path.join(out, 'fresh.txt')
+    c.data.val_fraction = 0.05
+    lm.train_and_evaluate(c, os.path.join(out, 'stage1'))
+    start, stages = os.path.join(out, 'stage1'), ['continue']
+  if data['dpo_pairs'] >= opts.min_pairs:
+    c = _stage_config(base, start, opts.dpo_steps, opts.lr)
+    c.data.source, c.data.path = 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')
+    c.data.val_fraction = 0.0
+    c.dpo.beta = opts.dpo_beta
+    c.train.batch_size = min(c.train.batch_size, data['dpo_pairs'])
+    lm.train_and_evaluate(c, os.path.join(out, 'stage2'))
+    start, stages = os.path.join(out, 'stage2'), stages + ['dpo']
+  return (start if stages else None), stages
+
+
+# =========================== Evaluation and the decision ================================
+
+def evaluate(workdir: str, heldout: str, opts: RetrainOptions) -> tuple[dict[str, Any], list[str]]:
+  """Held-out loss, and the moderation flag rate of sampled continuations of prompts taken
+  from the held-out text (`opts.samples` prompts of 8 tokens, one batched decode)."""
+  from experiments import lm  # pylint: disable=import-outside-toplevel
+  from genai.sample.decode import generate  # pylint: disable=import-outside-toplevel
+  config, model, params, tok = lm.load_workdir(workdir)
+  loss = lm.text_loss(model, params, tok, heldout, block_size=config.data.block_size)
+  tokens = np.asarray(tok.encode(heldout))
+  starts = np.linspace(0, len(tokens) - 8, opts.samples).astype(int)
+  prompts_BP = np.stack([tokens[i:i + 8] for i in starts])
+  steps = max(1, min(opts.sample_tokens, model.config.max_len - 8))
+  out = generate(model, params, prompts_BP, num_tokens=steps, rng=jax.random.key(0),
+                 temperature=0.8)
+  samples = [tok.decode(row[8:]) for row in out]
+  metrics = {'heldout_loss': loss, 'samples': len(samples)}
+  moderator = _moderator()
+  if moderator is not None:
+    results = [moderator(s) for s in samples]
+    metrics['flag_rate'] = float(np.mean([bool(r.flags) or r.blocked for r in results]))
+  return metrics, samples
+
+
+def _moderator():
+  try:
+    from genai.safety import moderation  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  return moderation.Moderator(moderation.default_rules())
+
+
+def decide(cand: dict[str, Any], cur: dict[str, Any], opts: RetrainOptions,
+           gate: tuple[bool, list[str]] | None = None) -> tuple[bool, list[str]]:
+  """Promote when not worse on held-out loss and no safety check fails; the reasons."""
+  reasons = []
+  limit = cur['heldout_loss'] * (1 + opts.tolerance)
+  if not cand['heldout_loss'] <= limit:
+    reasons.append(f"held-out loss {cand['heldout_loss']:.4f} > current "
+                   f"{cur['heldout_loss']:.4f} x (1 + {opts.tolerance})")
+  if 'flag_rate' in cand and 'flag_rate' in cur:
+    if cand['flag_rate'] > cur['flag_rate'] + opts.max_flag_rate_increase:
+      reasons.append(f"moderation flag rate {cand['flag_rate']:.3f} > current "
+                     f"{cur['flag_rate']:.3f} + {opts.max_flag_rate_increase}")
+  if gate is not None and not gate[0]:
+    reasons += [f'safety gate: {r}' for r in gate[1]]
+  return not reasons, reasons
+
+
+def run(root: str, opts: RetrainOptions) -> dict[str, Any]:
+  """One retraining round; returns the registry entry it made (or {'skipped': reason})."""
+  from genai.data import tokenizers  # pylint: disable=import-outside-toplevel
+  reg = Registry(root)
+  cur = reg.current()
+  heldout_path = os.path.join(reg.root, HELDOUT)
+  with open(heldout_path, encoding='utf-8') as f:
+    heldout = f.read()
+  out = os.path.join(reg.root, 'candidates', time.strftime('%Y%m%d-%H%M%S'))
+  os.makedirs(out, exist_ok=True)
+  t0 = time.perf_counter()
+  data = gather(reg, cur, opts, out, tokenizers.load_tokenizer(cur['workdir']))
+  workdir, stages = train_stages(cur, data, opts, out)
+  if workdir is None:
+    return {'skipped': f"no fresh data since {time.ctime(data['since'])} (text "
+                       f"{data['text_chars']} chars < {opts.min_text_chars}, "
+                       f"{data['dpo_pairs']} pairs < {opts.min_pairs})", 'data': data}
+  train_s = time.perf_counter() - t0
+  cand_m, _ = evaluate(workdir, heldout, opts)
+  cur_m, _ = evaluate(cur['workdir'], heldout, opts)
+  gate = None
+  if opts.safety_gate is not None:
+    passed, why, details = opts.safety_gate(workdir, cur['workdir'])
+    gate = (passed, why)
+    cand_m['safety_gate'] = details
+  promote, reasons = decide(cand_m, cur_m, opts, gate)
+  data = {**data, 'stages': stages, 'train_seconds': train_s,
+          'total_seconds': time.perf_counter() - t0}
+  return reg.add(workdir, parent=cur['version'], promote=promote, reasons=reasons,
+                 metrics={'candidate': cand_m, 'current': cur_m}, data=data)
+
+
+# =========================== Command line ===============================================
+
+def main(argv: list[str] | None = None) -> int:
+  import argparse  # pylint: disable=import-outside-toplevel
+  ap = argparse.ArgumentParser(prog='python -m genai.feedback.retrain', description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = ap.add_subparsers(dest='cmd', required=True)
+  p = sub.add_parser('init', help='register a trained LM workdir as v1 (served)')
+  p.add_argument('--root', required=True)
+  p.add_argument('--workdir', required=True)
+  p.add_argument('--heldout', required=True, help='text file: the fixed evaluation set')
+  p = sub.add_parser('run', help='one retraining round')
+  p.add_argument('--root', required=True)
+  for f in dataclasses.fields(RetrainOptions):
+    if f.name != 'safety_gate':
+      p.add_argument(f'--{f.name}', type=type(f.default), default=f.default)
+  for name in ('rollback', 'status'):
+    sub.add_parser(name).add_argument('--root', required=True)
+  args = ap.parse_args(argv)
+  try:
+    reg = Registry(args.root)
+    if args.cmd == 'init':
+      with open(args.heldout, encoding='utf-8') as f:
+        heldout = f.read()
+      workdir_lib.load_config(args.workdir, 'lm')
+      os.makedirs(reg.root, exist_ok=True)
+      with open(os.path.join(reg.root, HELDOUT), 'w', encoding='utf-8') as f:
+        f.write(heldout)
+      print(json.dumps(reg.init(args.workdir), indent=1))
+    elif args.cmd == 'run':
+      opts = RetrainOptions(**{f.name: getattr(args, f.name)
+                               for f in dataclasses.fields(RetrainOptions)
+                               if f.name != 'safety_gate'})
+      print(json.dumps(run(args.root, opts), indent=1, default=str))
+    elif args.cmd == 'rollback':
+      print(json.dumps(reg.rollback(), indent=1))
+    else:
+      print(json.dumps({'current': reg.served_version(), 'versions': [
+          {k: v[k] for k in ('version', 'status', 'step', 'parent', 'reasons')}
+          for v in reg.versions()]}, indent=1))
+  except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
+    print(f'genai.feedback.retrain: error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,328 @@
+"""FeedbackStore: round trips, exports, durability under SIGKILL, concurrent writers, migrations."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from genai.feedback import store as store_lib
+from genai.feedback.store import FeedbackStore, SchemaError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _record(gid: str, prompt: str = 'Once upon', outputs=('a time', 'a hill'), **kw) -> dict:
+  rec = {'id': gid, 'kind': 'completion', 'model': 'lm', 'version': 'step-1200',
+         'prompt': prompt, 'outputs': list(outputs), 'finish_reasons': ['stop'] * len(outputs),
+         'params': {'max_tokens': 16, 'temperature': 0.7, 'top_p': 1.0, 'top_k': 0,
+                    'stop': ['\n'], 'seed': 3, 'n': len(outputs)},
+         'user': 'u1', 'flags': [], 'time': 1700000000.5}
+  rec.update(kw)
+  return rec
+
+
+def _jsonl(path) -> list[dict]:
+  return [json.loads(line) for line in Path(path).read_text(encoding='utf-8').splitlines()]
+
+
+@pytest.fixture
+def store(tmp_path):
+  s = FeedbackStore.for_workdir(str(tmp_path))
+  yield s
+  s.close()
+
+
+def test_round_trip(store, tmp_path):
+  assert store.SCHEMA_VERSION == 2 and store.schema_version() == 2
+  assert (tmp_path / 'feedback.db').exists()
+  rec = _record('cmpl-1', flags=['pii'])
+  assert store.record_generation(rec) == 'cmpl-1'
+  assert store.record_generation(_record('cmpl-1', outputs=['other'])) == 'cmpl-1'  # idempotent
+  got = store.get_generation('cmpl-1')
+  assert {k: got[k] for k in rec} == rec and got['created'] > 0
+  assert store.get_generation('cmpl-nope') is None
+
+  r1 = store.add_rating('cmpl-1', 0, 1, comment='nice')
+  r2 = store.add_rating('cmpl-1', 1, -1)
+  e1 = store.add_edit('cmpl-1', 1, 'a hillside')
+  p1 = store.add_preference('Q', 'good', 'bad', ['cmpl-1'], source='synthetic')
+  p2 = store.add_preference('Q2', 'good', 'bad')
+  assert r2 > r1 and e1 >= 1 and p2 > p1
+  fb = store.feedback_for('cmpl-1')
+  assert [(r['choice'], r['rating'], r['comment']) for r in fb['ratings']] == [
+      (0, 1, 'nice'), (1, -1, None)]
+  assert [(e['choice'], e['text']) for e in fb['edits']] == [(1, 'a hillside')]
+
+  i1 = store.add_review_item('cmpl-1', 'call 555-1234', ['pii'])
+  i2 = store.add_review_item(None, 'something rude', ['toxicity', 'profanity'])
+  queue = store.review_queue()
+  assert [q['id'] for q in queue] == [i1, i2]
+  assert queue[1] == {'id': i2, 'generation_id': None, 'text': 'something rude',
+                      'flags': ['toxicity', 'profanity'], 'status': 'pending',
+                      'created': queue[1]['created'], 'reviewer': None, 'decided': None}
+  store.decide_review(i1, 'approved', reviewer='ann')
+  store.decide_review(i2, 'rejected')
+  assert store.review_queue() == []
+  assert store.review_queue(limit=1, status=None)[0]['id'] == i1
+  (item,) = store.review_queue('approved')
+  assert item['reviewer'] == 'ann' and item['decided'] >= item['created']
+  assert store.stats() == {'generations': 1, 'ratings': 2, 'edits': 1, 'preferences': 2,
+                           'review_items': 2, 'review_pending': 0}
+
+
+def test_errors(store):
+  store.record_generation(_record('cmpl-1'))
+  with pytest.raises(KeyError, match='cmpl-404'):
+    store.add_rating('cmpl-404', 0, 1)
+  with pytest.raises(KeyError, match='cmpl-404'):
+    store.add_edit('cmpl-404', 0, 'x')
+  with pytest.raises(KeyError, match='cmpl-404'):
+    store.add_preference('p', 'a', 'b', ['cmpl-1', 'cmpl-404'])
+  for choice in (-1, 2, True, 0.0):
+    with pytest.raises(ValueError, match='choice'):
+      store.add_rating('cmpl-1', choice, 1)
+  with pytest.raises(ValueError, match='choice'):
+    store.add_edit('cmpl-1', 5, 'x')
+  for rating in (0, 2, -2, True, '1'):
+    with pytest.raises(ValueError, match='rating'):
+      store.add_rating('cmpl-1', 0, rating)
+  with pytest.raises(ValueError):
+    store.add_edit('cmpl-1', 0, '  ')
+  with pytest.raises(ValueError):
+    store.add_preference('p', 'same', 'same')
+  with pytest.raises(ValueError):
+    store.record_generation({'id': 'cmpl-2', 'prompt': 'p'})
+  item = store.add_review_item(None, 't', [])
+  with pytest.raises(ValueError, match='decision'):
+    store.decide_review(item, 'maybe')
+  with pytest.raises(KeyError, match='12345'):
+    store.decide_review(12345, 'approved')
+  assert store.stats()['ratings'] == store.stats()['edits'] == store.stats()['preferences'] == 0
+
+
+def test_exports(store, tmp_path):
+  store.record_generation(_record('cmpl-a', 'pa', ['a0', 'a1', 'a2']))
+  store.record_generation(_record('cmpl-b', 'pb', [''], finish_reasons=['content_filter']))
+  store.add_rating('cmpl-a', 0, 1)
+  store.add_rating('cmpl-a', 0, 1)     # twice up: one row
+  store.add_rating('cmpl-a', 1, 1)
+  store.add_rating('cmpl-a', 1, -1)    # up and down: not SFT
+  store.add_rating('cmpl-a', 2, -1)
+  store.add_edit('cmpl-a', 2, 'a2 fixed')
+  store.add_edit('cmpl-a', 0, 'a0')    # same text as the output: SFT only
+  store.add_edit('cmpl-b', 0, 'b fixed')  # over a withheld (empty) output: SFT only
+  store.add_preference('pp', 'yes', 'no', ['cmpl-a'])
+  time.sleep(0.01)
+  mid = time.time()
+  time.sleep(0.01)
+  store.record_generation(_record('cmpl-c', 'pc', ['c0']))
+  store.add_rating('cmpl-c', 0, 1)
+  store.add_rating('cmpl-a', 0, 1)     # a0's first +1 was before `mid`
+  store.add_edit('cmpl-c', 0, 'c0 better')
+  store.add_preference('pq', 'up', 'down', source='synthetic')
+
+  sft, dpo = tmp_path / 'out/sft.jsonl', tmp_path / 'out/dpo.jsonl'
+  assert store.export_sft(str(sft)) == 6
+  assert _jsonl(sft) == [
+      {'prompt': 'pa', 'response': 'a0'}, {'prompt': 'pa', 'response': 'a2 fixed'},
+      {'prompt': 'pa', 'response': 'a0'}, {'prompt': 'pb', 'response': 'b fixed'},
+      {'prompt': 'pc', 'response': 'c0'}, {'prompt': 'pc', 'response': 'c0 better'}]
+  assert store.export_dpo(str(dpo)) == 4
+  assert _jsonl(dpo) == [
+      {'prompt': 'pa', 'chosen': 'a2 fixed', 'rejected': 'a2'},
+      {'prompt': 'pp', 'chosen': 'yes', 'rejected': 'no'},
+      {'prompt': 'pc', 'chosen': 'c0 better', 'rejected': 'c0'},
+      {'prompt': 'pq', 'chosen': 'up', 'rejected': 'down'}]
+
+  assert store.export_sft(str(sft), since=mid) == 2  # overwrites
+  assert _jsonl(sft) == [{'prompt': 'pc', 'response': 'c0'},
+                         {'prompt': 'pc', 'response': 'c0 better'}]
+  assert store.export_dpo(str(dpo), since=mid) == 2
+  assert [r['prompt'] for r in _jsonl(dpo)] == ['pc', 'pq']
+  assert store.export_dpo(str(dpo), since=time.time() + 10) == 0 and dpo.read_text() == ''
+  assert sorted(os.listdir(tmp_path / 'out')) == ['dpo.jsonl', 'sft.jsonl']  # no temp files
+
+
+_CHILD = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {repo!r})
+    from genai.feedback.store import FeedbackStore
+    store, tag, n = FeedbackStore({url!r}), sys.argv[1], int(sys.argv[2])
+    i = 0
+    while n < 0 or i < n:
+      gid = f'cmpl-{{tag}}-{{i}}'
+      store.record_generation({{'id': gid, 'prompt': 'p', 'outputs': ['o'], 'time': 0.0}})
+      store.add_rating(gid, 0, 1)
+      print('ACK', i, flush=True)
+      i += 1
+    store.close()
+''')
+
+
+def _child(url: str, tag: str, n: int) -> subprocess.Popen:
+  code = _CHILD.format(repo=str(REPO), url=url)
+  return subprocess.Popen([sys.executable, '-c', code, tag, str(n)], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def test_acknowledged_rows_survive_sigkill(tmp_path):
+  url = f'sqlite:///{tmp_path}/feedback.db'
+  FeedbackStore(url).close()
+  proc = _child(url, 'k', -1)  # writes until killed
+  acked = -1
+  try:
+    for line in proc.stdout:
+      acked = int(line.split()[1])
+      if acked >= 200:
+        proc.send_signal(signal.SIGKILL)  # lands while the child writes row acked + 1
+        break
+  finally:
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+  assert acked >= 200, err
+  with sqlite3.connect(tmp_path / 'feedback.db') as raw:
+    assert raw.execute('PRAGMA integrity_check').fetchone() == ('ok',)
+  store = FeedbackStore(url)
+  try:
+    for i in range(acked + 1):
+      assert store.get_generation(f'cmpl-k-{i}') is not None, i
+      assert [r['rating'] for r in store.feedback_for(f'cmpl-k-{i}')['ratings']] == [1], i
+    assert store.stats()['ratings'] >= acked + 1
+  finally:
+    store.close()
+
+
+def test_concurrent_writers(tmp_path):
+  url, n = f'sqlite:///{tmp_path}/feedback.db', 100
+  shared = FeedbackStore(url)
+  procs = [_child(url, f'p{k}', n) for k in range(2)]  # they open the store concurrently too
+  errors = []
+
+  def write(tag: str) -> None:
+    try:
+      for i in range(n):
+        gid = shared.record_generation(_record(f'cmpl-{tag}-{i}'))
+        shared.add_rating(gid, i % 2, 1 if i % 3 else -1)
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(repr(e))
+
+  threads = [threading.Thread(target=write, args=(f't{k}',)) for k in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  outs = [p.communicate(timeout=60) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err
+    assert out.count('ACK') == n and 'locked' not in err
+  assert errors == []
+  assert shared.stats()['generations'] == shared.stats()['ratings'] == 6 * n
+  for tag in ('t0', 't3', 'p0', 'p1'):
+    assert all(shared.get_generation(f'cmpl-{tag}-{i}') for i in range(n))
+  shared.close()
+
+
+_V1_SQL = '''
+CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied FLOAT NOT NULL);
+CREATE TABLE generations (
+  id VARCHAR(128) PRIMARY KEY, kind VARCHAR(32) NOT NULL, model TEXT NOT NULL,
+  version TEXT NOT NULL, prompt TEXT NOT NULL, outputs TEXT NOT NULL,
+  finish_reasons TEXT NOT NULL, params TEXT NOT NULL, user TEXT, flags TEXT NOT NULL,
+  time FLOAT NOT NULL, created FLOAT NOT NULL);
+CREATE TABLE ratings (
+  id INTEGER PRIMARY KEY, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
+  choice INTEGER NOT NULL, rating INTEGER NOT NULL, comment TEXT, created FLOAT NOT NULL);
+CREATE TABLE edits (
+  id INTEGER PRIMARY KEY, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
+  choice INTEGER NOT NULL, text TEXT NOT NULL, created FLOAT NOT NULL);
+CREATE TABLE preferences (
+  id INTEGER PRIMARY KEY, prompt TEXT NOT NULL, chosen TEXT NOT NULL, rejected TEXT NOT NULL,
+  generation_ids TEXT NOT NULL, created FLOAT NOT NULL);
+INSERT INTO schema_version VALUES (1, 1.0);
+INSERT INTO generations VALUES ('cmpl-old', 'chat', 'lm', 'step-5', 'old prompt', '["o0", "o1"]',
+  '["stop", "stop"]', '{"n": 2}', NULL, '[]', 10.0, 10.0);
+INSERT INTO ratings VALUES (1, 'cmpl-old', 1, 1, 'ok', 11.0);
+INSERT INTO edits VALUES (1, 'cmpl-old', 0, 'o0 edited', 12.0);
+INSERT INTO preferences VALUES (1, 'old q', 'old good', 'old bad', '["cmpl-old"]', 13.0);
+'''
+
+
+def _make_v1(path: Path) -> None:
+  with sqlite3.connect(path) as raw:
+    raw.executescript(_V1_SQL)
+  raw.close()
+
+
+def _columns(path: Path) -> dict[str, list[str]]:
+  with sqlite3.connect(path) as raw:
+    tables = [r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    cols = {t: sorted(r[1] for r in raw.execute(f'PRAGMA table_info({t})')) for t in tables}
+  raw.close()
+  return cols
+
+
+def test_migrates_v1_database(tmp_path):
+  path = tmp_path / 'feedback.db'
+  _make_v1(path)
+  store = FeedbackStore(f'sqlite:///{path}')
+  try:
+    assert store.schema_version() == 2
+    assert store.stats() == {'generations': 1, 'ratings': 1, 'edits': 1, 'preferences': 1,
+                             'review_items': 0, 'review_pending': 0}
+    assert store.get_generation('cmpl-old')['outputs'] == ['o0', 'o1']
+    store.add_preference('new q', 'a', 'b', source='synthetic')
+    store.add_review_item('cmpl-old', 'o1', ['pii'])
+    assert len(store.review_queue()) == 1
+    assert [r['prompt'] for r in store.dpo_rows()] == ['old prompt', 'old q', 'new q']
+    assert store.sft_rows() == [{'prompt': 'old prompt', 'response': 'o1'},
+                                {'prompt': 'old prompt', 'response': 'o0 edited'}]
+  finally:
+    store.close()
+  with sqlite3.connect(path) as raw:
+    assert raw.execute('SELECT source FROM preferences ORDER BY id').fetchall() == [
+        ('user',), ('synthetic',)]
+    assert [r[0] for r in raw.execute('SELECT version FROM schema_version')] == [1, 2]
+  raw.close()
+  fresh = FeedbackStore.for_workdir(str(tmp_path / 'fresh'))
+  fresh.close()
+  assert _columns(path) == _columns(tmp_path / 'fresh/feedback.db')
+
+
+def test_failed_migration_rolls_back(tmp_path, monkeypatch):
+  path = tmp_path / 'feedback.db'
+  _make_v1(path)
+
+  def broken(conn):
+    store_lib._migrate_to_2(conn)  # pylint: disable=protected-access
+    raise RuntimeError('disk on fire')
+
+  monkeypatch.setattr(store_lib, '_MIGRATIONS', [store_lib._migrate_to_1, broken])  # pylint: disable=protected-access
+  with pytest.raises(RuntimeError, match='disk on fire'):
+    FeedbackStore(f'sqlite:///{path}')
+  cols = _columns(path)
+  assert 'review_items' not in cols and 'source' not in cols['preferences']
+  monkeypatch.undo()
+  with FeedbackStore(f'sqlite:///{path}') as store:
+    assert store.schema_version() == 2 and store.stats()['preferences'] == 1
+
+
+def test_newer_database_is_refused(tmp_path):
+  path = tmp_path / 'feedback.db'
+  FeedbackStore(f'sqlite:///{path}').close()
+  with sqlite3.connect(path) as raw:
+    raw.execute('INSERT INTO schema_version VALUES (3, 2.0)')
+  raw.close()
+  with pytest.raises(SchemaError, match='schema version 3, newer'):
+    FeedbackStore(f'sqlite:///{path}')
