@@ -42,10 +42,13 @@ INSTALL_REQUIRES = [
     'prometheus_client==0.26.0',
     'orbax-export==0.0.8',
     'ai-edge-litert==2.3.0',
+    # Feedback storage (genai/feedback): SQLite by default, any SQLAlchemy URL.
+    'sqlalchemy==2.0.44',
 ]
 
 EXTRAS = {
-    'test': ['pytest==9.2.0', 'httpx==0.28.1', 'schemathesis==4.32.5'],
+    # playwright drives Debian's `chromium` (apt-get install chromium; no browser download).
+    'test': ['pytest==9.2.0', 'httpx==0.28.1', 'schemathesis==4.32.5', 'playwright==1.65.2'],
     # PyTorch references for parity tests and speed comparisons (CPU build).
     'reference': ['torch==2.13.0', 'transformers==5.24.0', 'accelerate==1.15.0',
                   'safetensors==0.8.0'],
@@ -56,6 +59,7 @@ setup(
     version='0.1.0',
     description='A JAX research codebase for generative AI: text and image models, one loop.',
     packages=find_packages(include=['genai', 'genai.*']),
+    package_data={'genai.serve': ['static/*.html'], 'genai.safety': ['data/*']},
     python_requires='>=3.11',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

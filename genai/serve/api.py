@@ -2,7 +2,7 @@
 
 `make_app(served, ...)` serves one loaded model (genai/serve/models.py). Text requests go
 to the continuous-batching `Engine`; image requests run one at a time in a worker thread.
-Hooks for the responsible-AI and feedback parts:
+Hooks for the responsible-AI and feedback parts (or pass `feedback_store=`):
   output_filter(text) -> FilterResult   applied to every generated text before it is sent
   on_generation(record: dict)           called once per served generation (id, version,
                                         prompt, output, parameters, time)
@@ -77,8 +77,12 @@ class _Served:
 def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None = None,
              engine: Engine | None = None, output_filter: Callable[[str], FilterResult] | None = None,
              on_generation: Callable[[dict[str, Any]], None] | None = None,
+             feedback_store: Any = None,
              request_timeout_s: float = 300.0) -> fastapi.FastAPI:
-  """The app for `model`; a text model needs its started `engine`."""
+  """The app for `model`; a text model needs its started `engine`. With a
+  `feedback_store` (genai.feedback.store.FeedbackStore) every generation is recorded in it,
+  outputs the filter flagged are queued for human review, and the feedback routes and the
+  web page (genai/serve/feedback_routes.py) are added."""
   limits = limits or limits_lib.Limits()
   is_text = isinstance(model, TextModel)
   if is_text and engine is None:
@@ -162,12 +166,28 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
   def prometheus(_: str = fastapi.Depends(authorize)):
     return responses.Response(metrics.render(), media_type='text/plain; version=0.0.4')
 
+  if feedback_store is not None:
+    on_generation = _recording(feedback_store, on_generation)
+    from genai.serve import feedback_routes  # pylint: disable=import-outside-toplevel
+    feedback_routes.add_feedback_routes(app, feedback_store, authorize)
   if is_text:
     _text_routes(app, served, limits, authorize, output_filter, on_generation,
                  request_timeout_s)
   else:
     _image_routes(app, served, authorize, metrics)
   return app
+
+
+def _recording(store, then=None):
+  """An on_generation hook: store the generation, queue each flagged choice for review."""
+  def on_generation(record):
+    store.record_generation(record)
+    for text, flags in zip(record['outputs'], record.get('choice_flags', [])):
+      if flags:
+        store.add_review_item(record['id'], text, flags)
+    if then is not None:
+      then(record)
+  return on_generation
 
 
 # =========================== Text =======================================================
@@ -238,7 +258,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
     res = output_filter(text)
     return ('', 'content_filter', res.flags) if res.blocked else (res.text, None, res.flags)
 
-  async def record(kind, body, prompt, texts, finishes, reqs, flags):
+  async def record(kind, body, prompt, texts, finishes, reqs, choice_flags):
     """Hands the generation to `on_generation` in a worker thread (a durable store's
     commit waits for the disk; the event loop must not)."""
     if on_generation is None:
@@ -249,7 +269,8 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
         'id': rid_of(reqs), 'kind': kind, 'model': served.model.name,
         'version': reqs[0].version, 'prompt': prompt, 'outputs': texts,
         'finish_reasons': finishes, 'params': params, 'user': body.user,
-        'flags': sorted(set(flags)), 'time': time.time()})
+        'flags': sorted({f for fl in choice_flags for f in fl}),
+        'choice_flags': [sorted(set(fl)) for fl in choice_flags], 'time': time.time()})
 
   def rid_of(reqs):
     return reqs[0].rid
@@ -284,7 +305,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
     rid, created = rid_of(reqs), int(time.time())
     sent = ['' for _ in reqs]
     finishes: list[str | None] = [None] * len(reqs)
-    flags: list[str] = []
+    flags: list[set[str]] = [set() for _ in reqs]
 
     def event(i, delta, finish):
       if kind == 'completion':
@@ -327,7 +348,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
           continue
         raw[i] += delta
         text, blocked, f = filtered(raw[i])
-        flags.extend(f)
+        flags[i].update(f)
         if blocked:
           finish = 'content_filter'
           engine.cancel(reqs[i])
@@ -354,7 +375,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
     out, flags = [], []
     for t, f in zip(texts, finishes):
       t, blocked, fl = filtered(t)
-      flags.extend(fl)
+      flags.append(fl)
       out.append((t, blocked or f))
     await record(kind, body, prompt, [t for t, _ in out], [f for _, f in out], reqs, flags)
     base = dict(id=rid_of(reqs), created=int(time.time()), model=served.model.name,
