@@ -44,6 +44,8 @@ INSTALL_REQUIRES = [
     'ai-edge-litert==2.3.0',
     # Feedback storage (genai/feedback): SQLite by default, any SQLAlchemy URL.
     'sqlalchemy==2.0.44',
+    # Plots in the bias-audit reports (genai/safety/audit_report.py).
+    'matplotlib==3.10.7',
 ]
 
 EXTRAS = {

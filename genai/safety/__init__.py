@@ -1,0 +1,1 @@
+"""Safety tooling: moderation, classifiers and bias audits."""
