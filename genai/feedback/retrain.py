@@ -9,8 +9,9 @@ only on errors); `python -m genai.serve --registry ROOT` serves whatever is curr
 
 `run`:
  1. Fresh data since the current version was made: text files in --watch modified since
-    then, and from the feedback store (SQLite in the served workdir by default) accepted or
-    edited responses (SFT rows) and preference pairs (DPO rows).
+    then, and from the feedback store (feedback.db in the registry root, where
+    `python -m genai.serve --registry R --feedback` keeps it, or in the served workdir)
+    accepted or edited responses (SFT rows) and preference pairs (DPO rows).
  2. Stage 1, when there is text or SFT rows: continue training the current model on them
     (`model.init_from='workdir:CURRENT'`, the current run's config, --steps). Lines the
     tokenizer cannot read (e.g. characters a char model never saw) are dropped and counted.
@@ -46,7 +47,7 @@ HELDOUT = 'heldout.txt'
 @dataclasses.dataclass
 class RetrainOptions:
   watch: str = ''                 # folder of new .txt files
-  feedback_db: str = ''           # SQLAlchemy URL; '' = sqlite in the current workdir, if any
+  feedback_db: str = ''           # SQLAlchemy URL; '' = feedback.db in the root or workdir
   steps: int = 200                # stage-1 steps
   dpo_steps: int = 100            # stage-2 steps
   min_pairs: int = 8              # fewer preference pairs than this: no DPO stage
@@ -57,6 +58,9 @@ class RetrainOptions:
   max_flag_rate_increase: float = 0.0
   samples: int = 12               # continuations per model for the safety checks
   sample_tokens: int = 48
+  moderation: str = ''            # moderation config JSON (genai.safety); '' = default rules
+  audit_gate: str = ''            # bias-audit thresholds, JSON text or file, e.g.
+                                  # '{"max_mean_abs_loglik_gap_increase": 0.5}'; '' = off
   safety_gate: Callable[[str, str], tuple[bool, list[str], dict]] | None = None  # (cand, cur)
 
 
@@ -83,12 +87,15 @@ def _readable_lines(text: str, tokenizer) -> tuple[list[str], int]:
   return keep, dropped
 
 
-def _open_store(url: str, workdir: str):
+def _open_store(url: str, *folders: str):
+  """The store at `url`, else the feedback.db of the first folder that has one (the
+  registry root, where `serve --registry --feedback` keeps it, then the served workdir)."""
   from genai.feedback.store import FeedbackStore  # pylint: disable=import-outside-toplevel
   if url:
     return FeedbackStore(url)
-  if os.path.exists(os.path.join(workdir, 'feedback.db')):
-    return FeedbackStore.for_workdir(workdir)
+  for folder in folders:
+    if os.path.exists(os.path.join(folder, 'feedback.db')):
+      return FeedbackStore.for_workdir(folder)
   return None
 
 
@@ -100,7 +107,7 @@ def gather(reg: Registry, cur: dict[str, Any], opts: RetrainOptions, out: str, t
   files = fresh_text_files(opts.watch, since)
   text = ''.join(open(p, encoding='utf-8', errors='replace').read() for p in files)
   sft_rows = dpo_rows = 0
-  store = _open_store(opts.feedback_db, cur['workdir'])
+  store = _open_store(opts.feedback_db, reg.root, cur['workdir'])
   if store is not None:
     try:
       sft_rows = store.export_sft(os.path.join(out, 'sft.jsonl'), since=since)
@@ -185,19 +192,38 @@ def evaluate(workdir: str, heldout: str, opts: RetrainOptions) -> tuple[dict[str
                  temperature=0.8)
   samples = [tok.decode(row[8:]) for row in out]
   metrics = {'heldout_loss': loss, 'samples': len(samples)}
-  moderator = _moderator()
+  moderator = _moderator(opts.moderation)
   if moderator is not None:
     results = [moderator(s) for s in samples]
     metrics['flag_rate'] = float(np.mean([bool(r.flags) or r.blocked for r in results]))
   return metrics, samples
 
 
-def _moderator():
-  try:
-    from genai.safety import moderation  # pylint: disable=import-outside-toplevel
-  except ImportError:
-    return None
-  return moderation.Moderator(moderation.default_rules())
+def _moderator(config: str):
+  from genai.safety import moderation  # pylint: disable=import-outside-toplevel
+  return moderation.Moderator.from_config(config) if config else moderation.Moderator()
+
+
+def bias_gate(thresholds: str, report_dir: str):
+  """A safety_gate: the counterfactual bias audit (genai.safety) of candidate and current,
+  the candidate gated against `thresholds` with the current one as baseline; the
+  candidate's report (Markdown/HTML with plots) is written to `report_dir`."""
+  from experiments import lm  # pylint: disable=import-outside-toplevel
+  from genai.safety import audit  # pylint: disable=import-outside-toplevel
+  limits = json.loads(open(thresholds).read() if os.path.exists(thresholds) else thresholds)
+  pairs = audit.counterfactual_pairs(audit.DEFAULT_TEMPLATES)
+
+  def run_audit(workdir):
+    _, model, params, tok = lm.load_workdir(workdir)
+    return audit.audit_generations(audit.lm_loglik_fn(model, params, tok), pairs)
+
+  def fn(candidate: str, current: str):
+    cand, cur = run_audit(candidate), run_audit(current)
+    passed, reasons = audit.gate(cand, limits, baseline=cur)
+    audit.write_report({'candidate': cand, 'current': cur}, report_dir,
+                       'Bias audit: candidate vs current', gate_result=(passed, reasons))
+    return passed, reasons, audit.summary_scalars(cand)
+  return fn
 
 
 def decide(cand: dict[str, Any], cur: dict[str, Any], opts: RetrainOptions,
@@ -238,8 +264,11 @@ def run(root: str, opts: RetrainOptions) -> dict[str, Any]:
   cand_m, _ = evaluate(workdir, heldout, opts)
   cur_m, _ = evaluate(cur['workdir'], heldout, opts)
   gate = None
-  if opts.safety_gate is not None:
-    passed, why, details = opts.safety_gate(workdir, cur['workdir'])
+  safety_gate = opts.safety_gate
+  if safety_gate is None and opts.audit_gate:
+    safety_gate = bias_gate(opts.audit_gate, os.path.join(out, 'audit'))
+  if safety_gate is not None:
+    passed, why, details = safety_gate(workdir, cur['workdir'])
     gate = (passed, why)
     cand_m['safety_gate'] = details
   promote, reasons = decide(cand_m, cur_m, opts, gate)

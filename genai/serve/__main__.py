@@ -35,6 +35,13 @@ flags.DEFINE_float('reload_interval', 10.0, 'Seconds between checks of --workdir
                    'checkpoint, or of --registry for a new current version (hot reload); '
                    '0 = off.')
 flags.DEFINE_float('request_timeout', 300.0, 'Seconds before a generation is abandoned (504).')
+flags.DEFINE_string('moderation', '', "Output moderation (genai.safety.moderation): 'default' "
+                    '(PII redaction) or a JSON config file of rules and an optional '
+                    'classifier; flagged outputs are queued for review with --feedback.')
+flags.DEFINE_bool('feedback', False, 'Record every generation and accept feedback (the web '
+                  'page at /, /v1/feedback*, /v1/review) in --feedback_db.')
+flags.DEFINE_string('feedback_db', '', 'SQLAlchemy URL of the feedback store; default '
+                    'sqlite in the --registry root or the --workdir (feedback.db).')
 
 
 def build(f) -> tuple:
@@ -67,8 +74,22 @@ def build(f) -> tuple:
     logging.info('compiling prefill for buckets %s and the decode tick', engine.buckets)
     engine.warmup()
     engine.start()
-  application = api.make_app(model, limits=limits, engine=engine,
-                             request_timeout_s=f.request_timeout)
+  store = None
+  if f.feedback or f.feedback_db:
+    from genai.feedback.store import FeedbackStore  # pylint: disable=import-outside-toplevel
+    if f.feedback_db:
+      store = FeedbackStore(f.feedback_db)
+    elif f.registry or f.workdir:
+      store = FeedbackStore.for_workdir(f.registry or f.workdir)
+    else:
+      raise ValueError('--feedback with --pretrained needs --feedback_db (where to keep it).')
+  output_filter = None
+  if f.moderation:
+    from genai.safety import moderation  # pylint: disable=import-outside-toplevel
+    output_filter = (moderation.Moderator() if f.moderation == 'default'
+                     else moderation.Moderator.from_config(f.moderation))
+  application = api.make_app(model, limits=limits, engine=engine, feedback_store=store,
+                             output_filter=output_filter, request_timeout_s=f.request_timeout)
   reloader = None
   if f.registry and f.reload_interval > 0:
     reloader = reload.Reloader(f.registry, application.state.served, f.reload_interval,

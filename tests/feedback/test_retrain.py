@@ -126,9 +126,16 @@ def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
                                      'outputs': ['QUICK fox', 'quick fox'], 'time': 0.0})
       store.add_preference('The ', 'QUICK fox', 'quick fox', [gid])
     store.add_rating('g0', 0, +1)
-  entry = retrain.run(root, retrain.RetrainOptions(dpo_steps=10, samples=4, sample_tokens=8,
-                                                   tolerance=1.0))
+  # A bias-audit gate no model can pass (the candidate's log-likelihood gap between
+  # counterfactual prompts must shrink by 100 nats): the candidate is refused for it.
+  entry = retrain.run(root, retrain.RetrainOptions(
+      dpo_steps=10, samples=4, sample_tokens=8, tolerance=1.0,
+      audit_gate='{"max_mean_abs_loglik_gap_increase": -100}'))
   # One accepted response is too little text to continue training on: DPO only.
   assert entry['data']['dpo_pairs'] == 8 and entry['data']['sft_rows'] == 1
   assert entry['data']['stages'] == ['dpo']
-  assert entry['status'] == 'promoted', entry['reasons']
+  assert entry['status'] == 'rejected'
+  assert [r for r in entry['reasons'] if r.startswith('safety gate: mean_abs_loglik_gap')]
+  assert 'mean_abs_loglik_gap' in entry['metrics']['candidate']['safety_gate']
+  report = os.path.join(os.path.dirname(entry['workdir']), 'audit')
+  assert {'report.md', 'report.html'} <= set(os.listdir(report))

@@ -271,11 +271,12 @@ def test_hot_reload_keeps_serving(tmp_path, lm_workdir):
     engine.stop()
 
 
-def test_command_line_server(lm_workdir):
+def test_command_line_server(lm_workdir, tmp_path):
   port = free_port()
   proc = subprocess.Popen(
       [sys.executable, '-m', 'genai.serve', f'--workdir={lm_workdir}', f'--port={port}',
-       '--api_keys=k1,k2', '--num_slots=2', '--reload_interval=0'],
+       '--api_keys=k1,k2', '--num_slots=2', '--reload_interval=0', '--moderation=default',
+       '--feedback', f'--feedback_db=sqlite:///{tmp_path}/fb.db'],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:
     deadline = time.monotonic() + 120
@@ -291,6 +292,12 @@ def test_command_line_server(lm_workdir):
     r = httpx.post(f'http://127.0.0.1:{port}/v1/completions', timeout=60,
                    json={'prompt': 'The ', 'max_tokens': 5}, headers={'Authorization': 'Bearer k2'})
     assert r.status_code == 200 and r.json()['usage']['completion_tokens'] == 5
+    # --feedback: the generation is in the store and can be rated; the page is served.
+    rated = httpx.post(f'http://127.0.0.1:{port}/v1/feedback', timeout=30,
+                       json={'generation_id': r.json()['id'], 'rating': 'up'},
+                       headers={'Authorization': 'Bearer k2'})
+    assert rated.status_code == 200, rated.text
+    assert '<html' in httpx.get(f'http://127.0.0.1:{port}/', timeout=30).text.lower()
   finally:
     proc.terminate()
     proc.wait(timeout=30)
