@@ -129,8 +129,12 @@ def gather(reg: Registry, cur: dict[str, Any], opts: RetrainOptions, out: str, t
 def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps: int,
                   lr: float) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict(base.to_dict())
+  if 'dpo' not in c:  # a run saved before DPO existed
+    c.dpo = ml_collections.ConfigDict({'beta': 0.1})
+  c.lock()  # a misspelt field below is an error, not a silently ignored new key
   c.model.init_from = f'workdir:{init_workdir}'
-  c.optimizer.lr = lr
+  c.optimizer.learning_rate = lr
+  c.optimizer.schedule = 'constant'  # after a short warmup: a continuation, not a new run
   c.optimizer.warmup_steps = min(c.optimizer.get('warmup_steps', 0), max(num_steps // 10, 0))
   c.train.num_steps = num_steps
   c.train.steps_per_call = min(c.train.get('steps_per_call', 1), num_steps)

@@ -47,7 +47,7 @@ def test_preferred_responses_become_more_likely(lm_workdir, tmp_path):
   config.model.init_from = f'workdir:{lm_workdir}'
   config.data.update(source='dpo_jsonl', path=str(path), block_size=32, val_fraction=0.25)
   config.dpo.beta = 0.5
-  config.optimizer.update(lr=3e-3, warmup_steps=0)
+  config.optimizer.update(learning_rate=3e-3, warmup_steps=0)
   config.train.update(num_steps=24, batch_size=4, steps_per_call=4, eval_every=24,
                       checkpoint_every=24)
   config.eval.update(sample_tokens=0, batch_size=8)
