@@ -56,7 +56,7 @@ def _lm(workdir: str | None):
   params = jax.tree.map(jnp.asarray, params)
   sigs = text.signatures(model, batch_size=1, prompt_len=8, num_tokens=8)
   cfg = model.config
-  shape = (cfg.num_layers, 1, cfg.max_len, cfg.num_kv_heads, cfg.head_dim)
+  shape = (cfg.num_layers, 1, cfg.num_kv_heads, cfg.max_len, cfg.head_dim)  # [L, B, K, S, D]
   rng = np.random.RandomState(0)
   cache = lambda: (rng.randn(*shape) * 0.5).astype(np.float32)
   inputs = {'tokens': np.array([[7]], np.int32),

@@ -251,13 +251,15 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
                     schedule: optax.Schedule, grad_accum_steps: int = 1,
                     lora_cfg: lora_lib.LoraConfig | None = None,
                     teacher_model: Transformer | None = None, distill_cfg: Any = None,
-                    dpo_beta: float | None = None):
+                    dpo_beta: float | None = None, dpo_sft_weight: float = 0.0):
   """(state, batch, rng) -> (state, metrics): one optimizer step on the LM loss, of the
   params or, with `lora_cfg`, of the adapters only (the base stays frozen). With a
   `teacher_model`, the loss is the KD loss against its logits on the same batch, computed
   in the same jitted step from `state['teacher']`. With `dpo_beta`, the DPO loss on
   preference pairs against the frozen reference (`state['reference']`, or under LoRA the
-  base params without adapters), whose log-probs are computed first, outside the adapters."""
+  base params without adapters), whose log-probs are computed first, outside the adapters;
+  `dpo_sft_weight` adds that times the chosen responses' NLL per token (RPO, Pang et al.
+  2024), which keeps DPO from lowering the likelihood of everything."""
   key = 'params' if lora_cfg is None else 'lora'
   logps = make_dpo_logps(model)
 
@@ -268,8 +270,12 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
 
       def loss_fn(params, batch, rng):
         pol = logps(params, batch, rng)
-        return dpo.dpo_loss(pol[:, 0], pol[:, 1], batch['ref_logps'][:, 0],
-                            batch['ref_logps'][:, 1], dpo_beta)
+        loss, aux = dpo.dpo_loss(pol[:, 0], pol[:, 1], batch['ref_logps'][:, 0],
+                                 batch['ref_logps'][:, 1], dpo_beta)
+        if dpo_sft_weight:  # + NLL per token of the chosen responses (keeps them likely)
+          nll = -jnp.sum(pol[:, 0]) / jnp.maximum(jnp.sum(batch['mask'][:, 0]), 1.0)
+          loss, aux = loss + dpo_sft_weight * nll, {**aux, 'chosen_nll': nll}
+        return loss, aux
     elif teacher_model is None:
       loss_fn = make_loss_fn(model)
     else:
@@ -363,7 +369,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   dpo_beta = float(config.dpo.beta) if is_dpo(config) else None
   train_step = make_train_step(train_model, tx, schedule, int(tc.get('grad_accum_steps', 1)),
                                lora_config(config), teacher_model, config.get('distill'),
-                               dpo_beta)
+                               dpo_beta, float(config.dpo.get('sft_weight', 0.0)) if dpo_beta
+                               is not None else 0.0)
 
   ec = config.eval
   eval_step = _eval_fn(train_model)

@@ -84,8 +84,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # The student is config.model over the teacher's tokenizer; loss = alpha * T^2 * KL +
   # (1 - alpha) * cross-entropy, with the teacher's logits computed in the same step.
   c.distill = ml_collections.ConfigDict(dict(teacher='', temperature=2.0, alpha=0.5))
-  # DPO (data.source='dpo_jsonl'): beta scales the implicit reward log pi - log pi_ref.
-  c.dpo = ml_collections.ConfigDict(dict(beta=0.1))
+  # DPO (data.source='dpo_jsonl'): beta scales the implicit reward log pi - log pi_ref;
+  # sft_weight adds that times the chosen responses' NLL per token (0 = plain DPO).
+  c.dpo = ml_collections.ConfigDict(dict(beta=0.1, sft_weight=0.0))
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

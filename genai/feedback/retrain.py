@@ -54,6 +54,7 @@ class RetrainOptions:
   min_text_chars: int = 2000      # less fresh text than this: no stage 1
   lr: float = 3e-4
   dpo_beta: float = 0.1
+  dpo_sft_weight: float = 1.0     # + NLL of the chosen responses (keeps the model fluent)
   tolerance: float = 0.0          # accept a held-out loss up to (1 + tolerance) x current
   max_flag_rate_increase: float = 0.0
   samples: int = 12               # continuations per model for the safety checks
@@ -131,6 +132,8 @@ def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps:
   c = ml_collections.ConfigDict(base.to_dict())
   if 'dpo' not in c:  # a run saved before DPO existed
     c.dpo = ml_collections.ConfigDict({'beta': 0.1})
+  if 'sft_weight' not in c.dpo:
+    c.dpo.sft_weight = 0.0
   c.lock()  # a misspelt field below is an error, not a silently ignored new key
   c.model.init_from = f'workdir:{init_workdir}'
   c.optimizer.learning_rate = lr
@@ -173,6 +176,7 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
     c.data.source, c.data.path = 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')
     c.data.val_fraction = 0.0
     c.dpo.beta = opts.dpo_beta
+    c.dpo.sft_weight = opts.dpo_sft_weight
     c.train.batch_size = min(c.train.batch_size, data['dpo_pairs'])
     lm.train_and_evaluate(c, os.path.join(out, 'stage2'))
     start, stages = os.path.join(out, 'stage2'), stages + ['dpo']
