@@ -496,13 +496,25 @@ def define_flags() -> None:
   flags.DEFINE_integer('top_k', 0, '0 = off.')
   flags.DEFINE_float('top_p', 1.0, '1 = off.')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+  flags.DEFINE_string('moderation', '', "Moderate --sample outputs (genai.safety.moderation): "
+                      "'default' (PII redaction) or a JSON config of rules/classifier.")
 
 
 def _sample_from_flags(f) -> None:
+  moderator = None
+  if f.moderation:
+    from genai.safety import moderation  # pylint: disable=import-outside-toplevel
+    moderator = (moderation.Moderator() if f.moderation == 'default'
+                 else moderation.Moderator.from_config(f.moderation))
   for i, text in enumerate(sample(f.workdir, f.prompt, num_tokens=f.num_tokens,
                                   num_samples=f.num_samples, temperature=f.temperature,
                                   top_k=f.top_k, top_p=f.top_p, seed=f.seed)):
-    print(f'=== sample {i} ===\n{text}')
+    note = ''
+    if moderator is not None:
+      result = moderator(text)
+      text = '[withheld by moderation]' if result.blocked else result.text
+      note = f' (moderation: {", ".join(result.flags)})' if result.flags else ''
+    print(f'=== sample {i}{note} ===\n{text}')
 
 
 if __name__ == '__main__':

@@ -12,15 +12,17 @@ only on errors); `python -m genai.serve --registry ROOT` serves whatever is curr
     then, and from the feedback store (feedback.db in the registry root, where
     `python -m genai.serve --registry R --feedback` keeps it, or in the served workdir)
     accepted or edited responses (SFT rows) and preference pairs (DPO rows).
- 2. Stage 1, when there is text or SFT rows: continue training the current model on them
-    (`model.init_from='workdir:CURRENT'`, the current run's config, --steps). Lines the
-    tokenizer cannot read (e.g. characters a char model never saw) are dropped and counted.
- 3. Stage 2, when there are at least --min_pairs preference pairs: DPO from stage 1's
-    result (or the current model) with the current model's weights as the frozen reference.
- 4. Evaluate candidate and current on the fixed held-out text (mean next-token loss) and on
+ 2. Stages, each from the previous one's result (the first from the current model,
+    `model.init_from='workdir:CURRENT'`, with the current run's config):
+    'continue' on the fresh text (--steps; lines the tokenizer cannot read, e.g.
+    characters a char model never saw, are dropped and counted), 'sft' on at least
+    --min_sft_rows accepted or edited responses (loss on the responses only), 'dpo' on at
+    least --min_pairs preference pairs (the stage's starting weights are the frozen
+    reference; plus --dpo_sft_weight x the chosen responses' NLL).
+ 3. Evaluate candidate and current on the fixed held-out text (mean next-token loss) and on
     safety checks over sampled continuations of fixed prompts: the moderation rate
     (genai.safety.moderation, when importable) and, when given, a bias-audit gate.
- 5. Promote when held-out loss <= current * (1 + --tolerance) and every safety check
+ 4. Promote when held-out loss <= current * (1 + --tolerance) and every safety check
     passes; else record the candidate as rejected with its reasons. Either way it is in
     the registry with its metrics and lineage (parent, data counts, stages).
 """
@@ -51,6 +53,8 @@ class RetrainOptions:
   steps: int = 200                # stage-1 steps
   dpo_steps: int = 100            # stage-2 steps
   min_pairs: int = 8              # fewer preference pairs than this: no DPO stage
+  min_sft_rows: int = 8           # fewer accepted/edited responses than this: no SFT stage
+  sft_steps: int = 100            # SFT-stage steps
   min_text_chars: int = 2000      # less fresh text than this: no stage 1
   lr: float = 3e-4
   dpo_beta: float = 0.1
@@ -115,9 +119,6 @@ def gather(reg: Registry, cur: dict[str, Any], opts: RetrainOptions, out: str, t
       dpo_rows = store.export_dpo(os.path.join(out, 'pairs.jsonl'), since=since)
     finally:
       store.close()
-  if sft_rows:  # accepted and edited responses are text to continue training on
-    with open(os.path.join(out, 'sft.jsonl')) as f:
-      text += ''.join(r['prompt'] + r['response'] + '\n' for r in map(json.loads, f))
   lines, dropped = _readable_lines(text, tokenizer)
   with open(os.path.join(out, 'fresh.txt'), 'w', encoding='utf-8') as f:
     f.write(''.join(lines))
@@ -157,7 +158,9 @@ def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps:
 
 def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions, out: str
                  ) -> tuple[str | None, list[str]]:
-  """Runs stage 1 and/or 2 into out/stage1, out/stage2; (candidate workdir or None, stages)."""
+  """Runs the stages that have data, each from the previous one's result, into
+  out/stage1 (continue), out/stage_sft, out/stage2 (DPO); (candidate workdir or None,
+  the stages run)."""
   from experiments import lm  # pylint: disable=import-outside-toplevel
   from genai.data import tokenizers  # pylint: disable=import-outside-toplevel
   base = workdir_lib.load_config(cur['workdir'], 'lm')
@@ -171,6 +174,13 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
     c.data.val_fraction = 0.05
     lm.train_and_evaluate(c, os.path.join(out, 'stage1'))
     start, stages = os.path.join(out, 'stage1'), ['continue']
+  if data['sft_rows'] >= opts.min_sft_rows:  # loss on the accepted/edited responses only
+    c = _stage_config(base, start, opts.sft_steps, opts.lr)
+    c.data.source, c.data.path = 'sft_jsonl', os.path.join(out, 'sft.jsonl')
+    c.data.val_fraction = 0.0
+    c.train.batch_size = min(c.train.batch_size, data['sft_rows'])
+    lm.train_and_evaluate(c, os.path.join(out, 'stage_sft'))
+    start, stages = os.path.join(out, 'stage_sft'), stages + ['sft']
   if data['dpo_pairs'] >= opts.min_pairs:
     c = _stage_config(base, start, opts.dpo_steps, opts.lr)
     c.data.source, c.data.path = 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')

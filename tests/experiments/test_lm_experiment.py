@@ -172,3 +172,16 @@ def test_empty_corpus_error(tmp_path):
 def test_sampling_a_directory_that_is_not_a_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match='config.json'):
     lm.sample(str(tmp_path), 'a', num_tokens=3)
+
+
+def test_sampling_command_line_with_moderation(lm_workdir, tmp_path):
+  rules = tmp_path / 'rules.json'
+  rules.write_text(json.dumps({'rules': [{'name': 'no_e', 'type': 'regex', 'pattern': 'e',
+                                          'action': 'redact'}]}))
+  r = subprocess.run([sys.executable, '-m', 'experiments.lm', f'--workdir={lm_workdir}',
+                      '--sample', '--prompt=The ', '--num_tokens=30', '--temperature=0',
+                      f'--moderation={rules}'], cwd=REPO, env=ENV, capture_output=True,
+                     text=True, timeout=300)
+  assert r.returncode == 0, r.stderr[-2000:]
+  header, text = r.stdout.split('===\n', 1)
+  assert '(moderation: no_e)' in header and 'e' not in text.replace('[REDACTED]', '')

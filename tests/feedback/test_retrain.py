@@ -125,13 +125,13 @@ def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
       gid = store.record_generation({'id': f'g{i}', 'prompt': 'The ',
                                      'outputs': ['QUICK fox', 'quick fox'], 'time': 0.0})
       store.add_preference('The ', 'QUICK fox', 'quick fox', [gid])
-    store.add_rating('g0', 0, +1)
+    store.add_rating('g0', 0, +1)  # one accepted response: fewer than min_sft_rows
   # A bias-audit gate no model can pass (the candidate's log-likelihood gap between
   # counterfactual prompts must shrink by 100 nats): the candidate is refused for it.
   entry = retrain.run(root, retrain.RetrainOptions(
       dpo_steps=10, samples=4, sample_tokens=8, tolerance=1.0,
       audit_gate='{"max_mean_abs_loglik_gap_increase": -100}'))
-  # One accepted response is too little text to continue training on: DPO only.
+  # One accepted response is below min_sft_rows: DPO only.
   assert entry['data']['dpo_pairs'] == 8 and entry['data']['sft_rows'] == 1
   assert entry['data']['stages'] == ['dpo']
   assert entry['status'] == 'rejected'
@@ -139,3 +139,18 @@ def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
   assert 'mean_abs_loglik_gap' in entry['metrics']['candidate']['safety_gate']
   report = os.path.join(os.path.dirname(entry['workdir']), 'audit')
   assert {'report.md', 'report.html'} <= set(os.listdir(report))
+
+
+def test_accepted_and_edited_responses_drive_an_sft_stage(root):
+  from genai.feedback.store import FeedbackStore  # pylint: disable=g-import-not-at-top
+  with FeedbackStore(f"sqlite:///{os.path.join(root, 'feedback.db')}") as store:
+    for i in range(6):
+      store.record_generation({'id': f'g{i}', 'prompt': 'The ', 'outputs': ['value', 'x'],
+                               'time': 0.0})
+      store.add_rating(f'g{i}', 0, +1)
+      store.add_edit(f'g{i}', 1, 'object')
+  entry = retrain.run(root, retrain.RetrainOptions(sft_steps=6, samples=4, sample_tokens=8,
+                                                   tolerance=1.0))
+  assert entry['data']['sft_rows'] == 12 and entry['data']['stages'] == ['sft']
+  assert entry['status'] == 'promoted', entry['reasons']
+  assert entry['workdir'].endswith('stage_sft')
