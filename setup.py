@@ -50,7 +50,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # playwright drives Debian's `chromium` (apt-get install chromium; no browser download).
-    'test': ['pytest==9.2.0', 'httpx==0.28.1', 'schemathesis==4.32.5', 'playwright==1.65.2'],
+    'test': ['pytest==9.2.0', 'httpx==0.28.1', 'schemathesis==4.32.5', 'playwright==1.65.2',
+             # colab/ notebooks executed in CI (tests/colab)
+             'nbclient==0.11.0', 'nbformat==5.11.1', 'ipykernel==7.4.0'],
     # PyTorch references for parity tests and speed comparisons (CPU build).
     'reference': ['torch==2.13.0', 'transformers==5.24.0', 'accelerate==1.15.0',
                   'safetensors==0.8.0'],
