@@ -27,6 +27,7 @@ import time
 import httpx
 import numpy as np
 
+from benchmarks import server_process
 from benchmarks.serve_load import train
 
 PROMPTS = ['ROMEO:\n', 'JULIET:\n', 'KING:\n', 'First:\n', 'MENENIUS:\n', 'Nurse:\n', 'All:\n',
@@ -39,20 +40,8 @@ def capital_share(text: str) -> float:
 
 
 def start(root: str, port: int) -> subprocess.Popen:
-  proc = subprocess.Popen([sys.executable, '-m', 'genai.serve', f'--registry={root}',
-                           '--feedback', f'--port={port}', '--reload_interval=1',
-                           '--name=shakespeare'],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 300
-  while True:
-    try:
-      if httpx.get(f'http://127.0.0.1:{port}/healthz', timeout=1).status_code == 200:
-        return proc
-    except httpx.TransportError:
-      pass
-    if proc.poll() is not None or time.monotonic() > deadline:
-      raise RuntimeError('the server did not start')
-    time.sleep(0.5)
+  return server_process.start([f'--registry={root}', '--feedback', '--reload_interval=1',
+                               '--name=shakespeare'], port)
 
 
 def sample_property(c: httpx.Client, seeds: range, tokens: int) -> tuple[float, str]:

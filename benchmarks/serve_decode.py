@@ -19,12 +19,13 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
 import httpx
 import jax
+
+from benchmarks import server_process
 
 from genai.models.transformer import TransformerConfig
 
@@ -53,19 +54,8 @@ def make_workdir(path: str) -> None:
 
 
 def serve(workdir: str, port: int) -> subprocess.Popen:
-  proc = subprocess.Popen([sys.executable, '-m', 'genai.serve', f'--workdir={workdir}',
-                           f'--port={port}', '--num_slots=8', '--reload_interval=0'],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 300
-  while True:
-    try:
-      if httpx.get(f'http://127.0.0.1:{port}/healthz', timeout=1).status_code == 200:
-        return proc
-    except httpx.TransportError:
-      pass
-    if proc.poll() is not None or time.monotonic() > deadline:
-      raise RuntimeError('the server did not start')
-    time.sleep(0.5)
+  return server_process.start([f'--workdir={workdir}', '--num_slots=8', '--reload_interval=0'],
+                              port)
 
 
 def genai_tokens_per_sec(port: int, num_clients: int, new_tokens: int, repeats: int) -> float:

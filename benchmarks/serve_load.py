@@ -26,6 +26,8 @@ import time
 import httpx
 import numpy as np
 
+from benchmarks import server_process
+
 KEY = 'bench-key'
 # Short prompts: the model's context is 64 characters (prompt + max_tokens must fit).
 PROMPTS = ['ROMEO:\n', 'JULIET:\nO ', 'KING HENRY:\n', 'Thou art', 'What say you', 'My lord, ',
@@ -39,20 +41,9 @@ def train(data: str, workdir: str) -> None:
 
 
 def start_server(workdir: str, port: int, slots: int) -> subprocess.Popen:
-  proc = subprocess.Popen([sys.executable, '-m', 'genai.serve', f'--workdir={workdir}',
-                           f'--port={port}', f'--api_keys={KEY}', f'--num_slots={slots}',
-                           '--reload_interval=0', '--max_queue=1024'],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 300
-  while True:
-    try:
-      if httpx.get(f'http://127.0.0.1:{port}/healthz', timeout=1).status_code == 200:
-        return proc
-    except httpx.TransportError:
-      pass
-    if proc.poll() is not None or time.monotonic() > deadline:
-      raise RuntimeError('the server did not start')
-    time.sleep(0.5)
+  return server_process.start([f'--workdir={workdir}', f'--api_keys={KEY}',
+                               f'--num_slots={slots}', '--reload_interval=0',
+                               '--max_queue=1024'], port)
 
 
 def make_requests(n: int, seed: int = 0) -> list[tuple[str, dict]]:

@@ -19,20 +19,9 @@ import tempfile
 import time
 from typing import Any
 
-from genai.train.checkpoints import Checkpointer
+from genai.train import workdir as workdir_lib
 
 FILE = 'registry.json'
-
-
-def latest_step(workdir: str) -> int:
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
-  try:
-    step = ckpt.latest_step()
-  finally:
-    ckpt.close()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints; train it first.')
-  return step
 
 
 class Registry:
@@ -122,6 +111,6 @@ class Registry:
   @staticmethod
   def _entry(version, workdir, *, parent, metrics, data, status, reasons) -> dict[str, Any]:
     workdir = os.path.abspath(workdir)
-    return {'version': version, 'workdir': workdir, 'step': latest_step(workdir),
+    return {'version': version, 'workdir': workdir, 'step': workdir_lib.newest_step(workdir),
             'created': time.time(), 'status': status, 'parent': parent, 'metrics': metrics,
             'data': data, 'reasons': reasons}

@@ -19,7 +19,6 @@ import numpy as np
 from genai.models.transformer import Transformer
 from genai.sample import image_files
 from genai.train import workdir as workdir_lib
-from genai.train.checkpoints import Checkpointer
 
 IMAGE_FAMILIES = ('gan', 'vae', 'diffusion')
 
@@ -67,13 +66,7 @@ def version_of(source: str) -> str:
   """'step-N' for a workdir's newest checkpoint; the spec itself for a pretrained model."""
   if not is_workdir(source):
     return source
-  ckpt = Checkpointer(os.path.join(source, 'checkpoints'), asynchronous=False, read_only=True)
-  try:
-    step = ckpt.latest_step()
-  finally:
-    ckpt.close()
-  if step is None:
-    raise FileNotFoundError(f'No checkpoint in {source}/checkpoints yet; train first.')
+  step = workdir_lib.newest_step(source)
   return f'step-{step}'
 
 

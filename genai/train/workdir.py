@@ -101,6 +101,18 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                     peak_flops_per_device=float((pc or {}).get('peak_flops_per_device', 0.0)))
 
 
+def newest_step(workdir: str) -> int:
+  """The step of a workdir's newest checkpoint (read-only: safe beside a running job)."""
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
+  try:
+    step = ckpt.latest_step()
+  finally:
+    ckpt.close()
+  if step is None:
+    raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first.')
+  return step
+
+
 def restore_state(workdir: str, init_state: Callable[..., Any],
                   step: int | None = None, init_args: tuple = ()) -> tuple[Any, int]:
   """(state, step) of the newest (or given) checkpoint, shaped like `init_state(rng)`.
