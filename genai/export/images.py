@@ -90,23 +90,6 @@ def ddim_from_noise(model_fn: samplers.ModelFn, s: dfn.Schedule, x_T: jax.Array,
   return x
 
 
-def guided_fn(model: Any, params: Any, labels_B: jax.Array | None, guidance: jax.Array | None,
-              num_classes: int) -> samplers.ModelFn:
-  """Like samplers.guided_model_fn, with the guidance scale a traced input: a conditional
-  model always runs the conditional and the unconditional (null label) pass as one 2B batch."""
-  apply = lambda x, t, y: model.apply({'params': params}, x, t, y, train=False)
-  if not num_classes:
-    return lambda x, t: apply(x, t, None)
-  null_B = jnp.full_like(labels_B, num_classes)
-
-  def fn(x, t):
-    out = apply(jnp.concatenate([x, x]), jnp.concatenate([t, t]),
-                jnp.concatenate([labels_B, null_B]))
-    cond, uncond = jnp.split(out, 2)
-    return (1.0 + guidance) * cond - guidance * uncond
-  return fn
-
-
 def diffusion_signatures(model: Any, schedule: dfn.Schedule, *, image_shape, num_classes: int,
                          prediction: str, value_range: str, clip: bool, steps: int,
                          batch_size: int) -> dict[str, Signature]:
@@ -115,8 +98,9 @@ def diffusion_signatures(model: Any, schedule: dfn.Schedule, *, image_shape, num
   clip_range = {'[-1,1]': (-1.0, 1.0), '[0,1]': (0.0, 1.0)}[value_range] if clip else None
 
   def fn(params, inputs):
-    model_fn = guided_fn(model, params, inputs.get('labels'), inputs.get('guidance'),
-                         num_classes)
+    model_fn = samplers.guided_model_fn(
+        lambda x, t, y: model.apply({'params': params}, x, t, y, train=False),
+        inputs.get('labels'), num_classes=num_classes, guidance=inputs.get('guidance'))
     x = ddim_from_noise(model_fn, schedule, inputs['noise'], num_steps=steps,
                         prediction=prediction, clip_range=clip_range)
     return _outputs(x, value_range)

@@ -24,7 +24,8 @@ def guided_model_fn(apply_fn: Callable, y_B, *, num_classes: int, guidance: floa
 
   Classifier-free guidance (Ho & Salimans 2021): out = (1 + w) out(x, t, y) - w out(x, t, null)
   with null = num_classes. w = 0 is the plain conditional model, w > 0 sharpens toward the
-  class. Because the weights sum to 1 and eps = sqrt(1-abar) x_t + sqrt(abar) v is affine in
+  class (`guidance` may be a traced scalar, e.g. an exported signature's input). Because
+  the weights sum to 1 and eps = sqrt(1-abar) x_t + sqrt(abar) v is affine in
   v with the same x_t, guiding the v output is the same as guiding eps. Conditional and
   unconditional passes run as one batch of 2B. Unconditional models (num_classes=0) take
   y_B=None and no guidance.
@@ -38,7 +39,7 @@ def guided_model_fn(apply_fn: Callable, y_B, *, num_classes: int, guidance: floa
     raise ValueError('a class-conditional model needs labels to sample; pass y (use '
                      f'{num_classes} for "no label").')
   y_B = jnp.asarray(y_B, jnp.int32)
-  if guidance == 0:
+  if isinstance(guidance, (int, float)) and guidance == 0:  # a traced scale (export) always guides
     return lambda x, t: apply_fn(x, t, y_B)
   null = jnp.full_like(y_B, num_classes)
 

@@ -1,7 +1,6 @@
 """Image generator export (GAN, VAE, class-conditional diffusion): SavedModel and TFLite
 (float and int8) 'sample' signatures against JAX on the same latents / noise, and the
 command line end to end."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, load_config
 from experiments import diffusion, gan, vae
 from genai.export import images
 from genai.export import tflite
@@ -26,16 +25,9 @@ CONFIGS = {'gan': (gan, 'configs/gan/digits.py', 'runlocal'),
            'diffusion': (diffusion, 'configs/diffusion/digits.py', 'runlocal,cond')}
 
 
-def _load_config(path, arg):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def _train(family, root):
   module, path, arg = CONFIGS[family]
-  config = _load_config(REPO / path, arg)
+  config = load_config(REPO / path, arg)
   config.train.num_steps = 3
   config.train.steps_per_call = 1
   config.train.eval_every = 100  # the final step still evaluates once
@@ -117,7 +109,8 @@ def test_diffusion_chain_equals_ddim_sample_with_eta_0(exported):
       sched, shape, rng, num_steps=3, eta=0.0, prediction=config.diffusion.prediction)
   noise = jax.random.normal(jax.random.split(rng)[0], shape)
   got = images.ddim_from_noise(
-      images.guided_fn(model, params, labels, np.float32(w), info['num_classes']), sched, noise,
+      samplers.guided_model_fn(apply, labels, num_classes=info['num_classes'],
+                               guidance=jax.numpy.float32(w)), sched, noise,
       num_steps=3, prediction=config.diffusion.prediction)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
