@@ -7,8 +7,6 @@ them unchanged (they index the leading axis).
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import numpy as np
@@ -19,27 +17,12 @@ KEYS = ('prompt', 'chosen', 'rejected')
 
 
 def read_jsonl(path: str) -> list[dict[str, Any]]:
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'data.path={path!r} does not exist; give a JSONL file of '
-                            '{"prompt", "chosen", "rejected"} rows (e.g. from '
-                            'FeedbackStore.export_dpo).')
-  rows = []
-  with open(path, encoding='utf-8') as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except ValueError as e:
-        raise ValueError(f'{path}:{n} is not valid JSON ({e}).') from None
-      missing = [k for k in KEYS if not isinstance(row.get(k), str)]
-      if missing:
-        raise ValueError(f'{path}:{n} needs string fields {KEYS}; missing or not text: '
-                         f'{missing}.')
-      rows.append(row)
-  if not rows:
-    raise ValueError(f'{path} holds no preference pairs.')
-  return rows
+  def check(row):
+    missing = [k for k in KEYS if not isinstance(row.get(k), str)]
+    return (f'needs string fields {KEYS}; missing or not text: {missing}.' if missing
+            else None)
+  return sft.read_rows(path, expected='{"prompt", "chosen", "rejected"} rows (e.g. from '
+                       'FeedbackStore.export_dpo)', check=check, empty='preference pairs')
 
 
 def encode_pairs(rows: list[dict[str, Any]], tokenizer, block_size: int, source: str = 'DPO'

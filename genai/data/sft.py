@@ -23,10 +23,14 @@ import numpy as np
 from genai.data import batching
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
+def read_rows(path: str, *, expected: str, check, empty: str = 'examples'
+              ) -> list[dict[str, Any]]:
+  """The JSON objects of a JSONL file (blank lines skipped). `check(row)` returns what is
+  wrong with a row, or None; errors name the file and line; `expected` describes the rows
+  in the missing-file error."""
   if not os.path.exists(path):
     raise FileNotFoundError(f'data.path={path!r} does not exist; give a JSONL file of '
-                            '{"prompt", "response"} or {"messages": [...]} rows.')
+                            f'{expected}.')
   rows = []
   with open(path, encoding='utf-8') as f:
     for n, line in enumerate(f, 1):
@@ -36,13 +40,23 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
         row = json.loads(line)
       except ValueError as e:
         raise ValueError(f'{path}:{n} is not valid JSON ({e}).') from None
-      if not ({'prompt', 'response'} <= set(row) or 'messages' in row):
-        raise ValueError(f'{path}:{n} needs "prompt" and "response" keys or a "messages" '
-                         f'list; got {sorted(row)}.')
+      problem = check(row)
+      if problem:
+        raise ValueError(f'{path}:{n} {problem}')
       rows.append(row)
   if not rows:
-    raise ValueError(f'{path} holds no examples.')
+    raise ValueError(f'{path} holds no {empty}.')
   return rows
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+  def check(row):
+    if not ({'prompt', 'response'} <= set(row) or 'messages' in row):
+      return (f'needs "prompt" and "response" keys or a "messages" list; got '
+              f'{sorted(row)}.')
+    return None
+  return read_rows(path, expected='{"prompt", "response"} or {"messages": [...]} rows',
+                   check=check)
 
 
 def prompt_and_response(row: dict[str, Any], tokenizer, where: str) -> tuple[str, str]:

@@ -1,6 +1,5 @@
 """LM export: a briefly trained char GPT to a SavedModel (decode_step and generate) and
 TFLite (decode_step, float and int8), each checked against the JAX model."""
-import importlib.util
 import os
 
 import jax
@@ -9,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import REPO, load_config
 from experiments import lm
 from genai.export import text
 from genai.export import tflite
@@ -20,18 +19,11 @@ from genai.sample import decode
 B, P, N = 2, 4, 6
 
 
-def _load_config(path, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
   """(model, params, export dir, export_info) of a 3-step pydoc_char run."""
   root = tmp_path_factory.mktemp('lm_export')
-  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  config = load_config(REPO / 'configs/lm/pydoc_char.py')
   config.train.num_steps = 3
   config.train.steps_per_call = 1
   config.train.eval_every = 3
