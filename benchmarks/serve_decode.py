@@ -135,12 +135,14 @@ def main() -> None:
       ratio_batch8=results['genai_server_batch8'] / results['hf_generate_batch8'],
       shape=SHAPE, new_tokens=args.new_tokens,
       machine=f'{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} cpu')
-  print(f'{"":28s} {"batch 1":>10s} {"batch 8":>10s}   (new tokens/s, best of {args.repeats})')
-  print(f'{"genai server (HTTP)":28s} {results["genai_server_batch1"]:10.0f} '
-        f'{results["genai_server_batch8"]:10.0f}')
-  print(f'{"HF transformers generate":28s} {results["hf_generate_batch1"]:10.0f} '
-        f'{results["hf_generate_batch8"]:10.0f}')
-  print(f'{"ratio":28s} {results["ratio_batch1"]:10.2f}x {results["ratio_batch8"]:9.2f}x')
+  print(json.dumps(results))
+  print(f'\nnew tokens/s, best of {args.repeats}\n')
+  print('| implementation | batch 1 | batch 8 |\n|---|---|---|')
+  print(f'| genai server (HTTP) | {results["genai_server_batch1"]:.0f} | '
+        f'{results["genai_server_batch8"]:.0f} |')
+  print(f'| HF transformers generate | {results["hf_generate_batch1"]:.0f} | '
+        f'{results["hf_generate_batch8"]:.0f} |')
+  print(f'| ratio | {results["ratio_batch1"]:.2f}x | {results["ratio_batch8"]:.2f}x |')
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(results, f, indent=1)

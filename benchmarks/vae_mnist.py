@@ -53,6 +53,8 @@ def define_flags() -> None:
   flags.DEFINE_integer('iw_samples', 100, 'k of the importance-weighted NLL.')
   flags.DEFINE_integer('iw_examples', 0, 'Test images scored with the IW-NLL (0 = all 10k).')
   flags.DEFINE_integer('num_images', 64, 'Prior samples in the written grid.')
+  flags.DEFINE_integer('fid_samples', 2000, 'Decoder means written to <samples_dir>/'
+                       'fid_samples.npz for FID (0: none).')
   flags.DEFINE_string('workdir', '', 'Workdir (default: a fresh temporary folder).')
   flags.DEFINE_string('out', 'runs/bench/vae_mnist.json', 'Where to write the JSON.')
   flags.DEFINE_string('samples_dir', 'runs/bench/vae_mnist_samples', 'Where the grid goes.')
@@ -164,6 +166,11 @@ def main(argv):
   images, value_range = vae.sample(workdir, f.num_images, seed=0)
   png, _ = image_files.write_samples(f.samples_dir, f'samples_step{steps_done}', images,
                                      value_range)
+  fid_npz = None
+  if f.fid_samples:
+    fid_images, _ = vae.sample(workdir, f.fid_samples, seed=1)
+    _, fid_npz = image_files.write_samples(f.samples_dir, 'fid_samples', fid_images,
+                                           value_range)
   report = {
       'benchmark': 'vae_mnist',
       'test_nelbo_nats': results['eval/nelbo_nats'],
@@ -189,6 +196,7 @@ def main(argv):
       'total_wall_s': time.perf_counter() - t_start,
       'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
       'sample_grid': png,
+      'fid_samples': fid_npz,
       'workdir': workdir,
       'model': config.model.to_dict(),
       'optimizer': config.optimizer.to_dict(),

@@ -139,4 +139,4 @@ def _print_accuracy(f) -> None:
 if __name__ == '__main__':
   define_flags()
   app.run(cli.main(train_and_evaluate, _print_accuracy, 'configs/classifier/digits.py',
-                   action='accuracy'))
+                   action='accuracy'), flags_parser=cli.parse_flags)

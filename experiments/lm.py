@@ -532,4 +532,4 @@ if __name__ == '__main__':
       return
     run(argv)
 
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -149,4 +149,5 @@ def _print_accuracy(f) -> None:
 if __name__ == '__main__':
   define_flags()
   app.run(cli.main(train_and_evaluate, _print_accuracy,
-                   'configs/text_classifier/moderation.py', action='accuracy'))
+                   'configs/text_classifier/moderation.py', action='accuracy'),
+          flags_parser=cli.parse_flags)

@@ -240,4 +240,5 @@ def _sample_from_flags(f) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/vae/digits.py'))
+  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/vae/digits.py'),
+          flags_parser=cli.parse_flags)

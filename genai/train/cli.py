@@ -7,18 +7,23 @@ An experiment defines its own extra flags after `define_flags()` and ends with
 
   if __name__ == '__main__':
     define_flags()
-    app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/NAME/digits.py'))
+    app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/NAME/digits.py'),
+            flags_parser=cli.parse_flags)
 
 Flags are defined only when a module runs as a program, so importing an experiment (tests,
 benchmarks, notebooks) defines no global flags.
 """
 from __future__ import annotations
 
+import difflib
+import re
+import sys
 from typing import Any, Callable
 
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
 from ml_collections import config_flags
 
 
@@ -53,3 +58,58 @@ def main(train_fn: Callable[[Any, str], Any], action_fn: Callable[[Any], None],
     train_fn(f.config, f.workdir)
 
   return run
+
+
+def unknown_field(argv: list[str], config: Any) -> str | None:
+  """The first `--config.a.b=...` in argv that names no field of `config`, explained."""
+  for arg in argv[1:]:
+    m = re.match(r'--config\.([\w.]+)', arg)
+    if not m or config is None:
+      continue
+    node, path = config, m.group(1).split('.')
+    for i, key in enumerate(path):
+      if isinstance(node, ml_collections.ConfigDict) and key in node:
+        node = node[key]
+        continue
+      where = '.'.join(path[:i]) or 'the config'
+      known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
+      hint = (f' Did you mean {", ".join(".".join(path[:i] + [c]) for c in close)}?'
+              if close else '')
+      fields = f' Fields of {where}: {", ".join(known)}.' if known else (
+          f' {where} is a {type(node).__name__}, not a block.')
+      return (f'{arg.split("=")[0]}: {".".join(path[:i + 1])!r} is not a config field.'
+              f'{hint}{fields} docs/configs.md lists every field.')
+  return None
+
+
+def _config_from_argv(argv: list[str]) -> Any:
+  """`get_config(arg)` of the `--config path.py[:arg]` in argv (None if there is none)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = None
+  for i, arg in enumerate(argv[1:], 1):
+    if arg.startswith('--config='):
+      spec = arg.split('=', 1)[1]
+    elif arg == '--config' and i + 1 < len(argv):
+      spec = argv[i + 1]
+  if not spec:
+    return None
+  path, _, config_arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_config_for_error', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(config_arg or None)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`), except that an override
+  of a field the config does not have is one line naming it and the close names, not an
+  ml_collections traceback."""
+  try:
+    return app.parse_flags_with_usage(argv)  # absl's own: flags.Error -> one line, exit 1
+  except (AttributeError, KeyError):
+    message = unknown_field(argv, _config_from_argv(argv))
+    if message is None:
+      raise
+    print(f'FATAL Flags parsing error: {message}', file=sys.stderr)
+    sys.exit(1)
