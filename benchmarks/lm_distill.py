@@ -11,7 +11,8 @@ parameters trained from scratch and by distillation, same data, steps and schedu
 Validation loss/perplexity on the whole validation split. Prints the share of the
 teacher-vs-scratch perplexity gap that distillation closes:
   (ppl_scratch - ppl_distilled) / (ppl_scratch - ppl_teacher).
-The workdirs are kept in --out_dir (the teacher feeds benchmarks.compress_report).
+The workdirs are kept in --out_dir (wiped at the start; the teacher feeds
+benchmarks.compress_report).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 
 import jax
@@ -31,6 +33,7 @@ from genai.train import workdir as workdir_lib
 
 def _run(name, config, out_dir):
   wd = os.path.join(out_dir, name)
+  shutil.rmtree(wd, ignore_errors=True)  # a fresh run each time (a kept workdir would resume)
   lines = []
   t0 = time.perf_counter()
   state = workdir_lib.run(config, wd, lm.build_task, print_fn=lines.append)

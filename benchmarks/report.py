@@ -249,14 +249,18 @@ def _diffusion(objs, text):
 
 
 def _diffusion_step(objs, text):
-  r = objs[-1]
-  return {'speed': ', '.join(f'{k} {v}' for k, v in r.items()
-                             if isinstance(v, (int, float)) and ('ms' in k or '_s' in k))}
+  r = _pick(objs, train_step_ms_best=None)
+  return {'speed': f'train step {r["train_step_ms_best"]} ms (batch {r["batch_size"]}, best; '
+                   f'median {r["train_step_ms_median"]}), forward {r["forward_ms_batch500"]} '
+                   f'ms per 500 images; {r["params_millions"]}M params'}
 
 
 def _inception(objs, text):
   r = objs[-1]
-  return {'speed': '; '.join(f'{k}: {v}' for k, v in r.items())}
+  rates = [(m.group(1), int(m.group(2)), v) for k, v in r.items()
+           if (m := re.fullmatch(r'(jax|torch)_b(\d+)', k))]
+  return {'speed': ', '.join(f'{"JAX" if impl == "jax" else "PyTorch"} {v} images/s (batch {b})'
+                             for impl, b, v in rates) + f' on {r["input"]} images'}
 
 
 def _fid(objs, text):

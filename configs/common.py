@@ -33,13 +33,14 @@ def _block(defaults: dict, overrides: dict) -> ml_collections.ConfigDict:
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
   """The `optimizer` block read by genai/train/optimizers.make_optimizer (defaults + overrides).
 
-  name: 'adam' | 'adamw' | 'adabelief' | 'sgd'; weight_decay is decoupled and applied to
+  name: 'adam' | 'adamw' | 'adabelief' | 'sgd' (momentum: sgd's heavy-ball decay, 0 = plain
+  SGD); weight_decay is decoupled and applied to
   matrices only; grad_clip_norm 0 = off; schedule: 'constant' | 'cosine' | 'linear' (after
   `warmup_steps` of linear warmup, decaying to end_learning_rate at train.num_steps).
   """
   return _block(dict(name='adamw', learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8,
-                     weight_decay=0.0, grad_clip_norm=0.0, schedule='cosine', warmup_steps=0,
-                     end_learning_rate=0.0), overrides)
+                     momentum=0.0, weight_decay=0.0, grad_clip_norm=0.0, schedule='cosine',
+                     warmup_steps=0, end_learning_rate=0.0), overrides)
 
 
 def train_config(**overrides) -> ml_collections.ConfigDict:

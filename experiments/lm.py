@@ -50,7 +50,8 @@ from genai.train.optimizers import make_optimizer
 
 def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transformer:
   model_cfg = {k: v for k, v in config.model.items() if k not in ('init_from', 'qat', 'qat_tile')}
-  model_cfg.setdefault('max_len', config.data.block_size)
+  if model_cfg.get('max_len') is None:
+    model_cfg['max_len'] = config.data.block_size
   if model_cfg['max_len'] < config.data.block_size:
     raise ValueError(f'model.max_len={model_cfg["max_len"]} < data.block_size='
                      f'{config.data.block_size}; raise model.max_len.')

@@ -42,7 +42,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.init_from = ''              # '' | 'hf:DIR' | 'gguf:FILE' | 'smollm2' | 'workdir:DIR':
                                       # start from pretrained weights; the architecture and
                                       # tokenizer then come from there, and only dropout,
-                                      # dtype, remat, scan_layers of this block apply
+                                      # dtype, remat, scan_layers, max_len of this block apply
   c.model.arch = 'gpt2'               # 'gpt2' | 'llama'
   c.model.num_layers = 4
   c.model.num_heads = 4
@@ -52,6 +52,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.model.mlp = _optional(str)          # None = the arch default (gpt2: gelu, llama: swiglu);
                                          # 'gelu_erf' = exact GELU (nanoGPT, torch nn.GELU)
   c.model.use_bias = _optional(bool)     # None = the arch default (gpt2: True, llama: False)
+  c.model.max_len = _optional(int)       # None = data.block_size; the longest sequence the
+                                         # model takes (gpt2: rows of the position table)
   c.model.dropout = 0.0
   c.model.dtype = 'float32'            # compute dtype ('bfloat16' on GPU/TPU); params stay float32
   c.model.remat = 'none'               # 'none' | 'full' | 'dots' | 'dots_no_batch'

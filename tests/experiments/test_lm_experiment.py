@@ -142,6 +142,17 @@ def test_bad_config_key_on_the_command_line(tmp_path):
   assert 'n_layer' in out.stderr
 
 
+def test_model_max_len_defaults_to_the_block_and_can_be_raised():
+  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  block = config.data.block_size
+  assert lm.make_model(config, 11).config.max_len == block
+  config.model.max_len = 4 * block  # sample past the training block
+  assert lm.make_model(config, 11).config.max_len == 4 * block
+  config.model.max_len = block - 1
+  with pytest.raises(ValueError, match='raise model.max_len'):
+    lm.make_model(config, 11)
+
+
 @pytest.mark.parametrize('overrides, error, match', [
     (dict(data=dict(source='files', path='/nonexistent/corpus.txt')), ValueError,
      'nonexistent'),

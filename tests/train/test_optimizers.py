@@ -63,6 +63,18 @@ def test_global_norm_clipping():
   np.testing.assert_allclose(u['a'], [-0.6, -0.8], rtol=1e-6)
 
 
+def test_sgd_momentum_matches_optax():
+  cfg = _cfg(name='sgd', momentum=0.9, weight_decay=0.0, grad_clip_norm=0.0,
+             schedule='constant', warmup_steps=0, learning_rate=0.1)
+  tx, ref = make_optimizer(cfg, 10)[0], optax.sgd(0.1, momentum=0.9)
+  p = {'a': jnp.array([1.0, -2.0])}
+  state, ref_state = tx.init(p), ref.init(p)
+  for g in ({'a': jnp.array([0.5, 1.0])}, {'a': jnp.array([-1.0, 2.0])}):
+    u, state = tx.update(g, state, p)
+    r, ref_state = ref.update(g, ref_state, p)
+    np.testing.assert_allclose(u['a'], r['a'], rtol=1e-6)
+
+
 @pytest.mark.parametrize('kw, match', [
     (dict(name='lion'), 'optimizer.name'), (dict(schedule='step'), 'optimizer.schedule'),
     (dict(name='adam'), 'adamw'), (dict(warmup_steps=100), 'warmup_steps')])
