@@ -449,10 +449,10 @@ def _git(*args):
 
 
 def commit() -> str:
-  """The short commit, '+changes' when tracked code differs from it (results and doc aside)."""
+  """The short commit, '+changes' when tracked files other than Markdown and results differ."""
   head = _git('rev-parse', '--short', 'HEAD').strip() or 'unknown'
   changed = [ln for ln in _git('status', '--porcelain', '--untracked-files=no').splitlines()
-             if not ln[3:].startswith(('benchmarks/results/', DOC))]
+             if not (ln[3:].startswith('benchmarks/results/') or ln.endswith('.md'))]
   return head + ('+changes' if changed else '')
 
 
