@@ -268,7 +268,8 @@ def _fid(objs, text):
   return {'quality': f'FID {r["fid"]:.2f}, KID x 100 {100 * r["kid_mean"]:.2f} +- '
                      f'{100 * r["kid_std"]:.2f}, precision {r["precision"]:.2f}, recall '
                      f'{r["recall"]:.2f} ({r["n_samples"]:,} samples vs {r["n_ref"]:,} '
-                     f'{r["ref"]}, {r["feature_extractor"]})'}
+                     f'{r["ref"].split("@")[0]} {r["ref"].rsplit(":", 1)[-1]} images, '
+                     f'{r["feature_extractor"]})'}
 
 
 def _serve_decode(objs, text):
@@ -493,7 +494,7 @@ def run_benchmark(bench: Benchmark, results_dir: str, data_dir: str,
   os.makedirs(logs, exist_ok=True)
   out_path = os.path.join(logs, f'{bench.name}.log')
   err_path = os.path.join(logs, f'{bench.name}.err')
-  started = datetime.datetime.now(datetime.timezone.utc)
+  started, code = datetime.datetime.now(datetime.timezone.utc), commit()
   t0 = time.perf_counter()
   with open(out_path, 'w') as out, open(err_path, 'w') as err:
     out.write(f'$ {shown}\n')
@@ -507,7 +508,7 @@ def run_benchmark(bench: Benchmark, results_dir: str, data_dir: str,
   peak_kib = int(stderr_lines[-1]) if stderr_lines and stderr_lines[-1].isdigit() else None
   stdout = clean_stdout(raw_stdout)
   result = {'name': bench.name, 'command': shown, 'budget': bench.budget,
-            'commit': commit(), 'date': started.strftime('%Y-%m-%d %H:%M UTC'),
+            'commit': code, 'date': started.strftime('%Y-%m-%d %H:%M UTC'),
             'wall_s': round(wall, 1), 'returncode': proc.returncode,
             'peak_rss_mib': None if peak_kib is None else round(peak_kib / 1024),
             'machine': machine_info(), 'note': note, 'stdout': stdout}
