@@ -570,12 +570,14 @@ def _minutes(s: float) -> str:
 
 def render(results: dict[str, dict]) -> str:
   """docs/benchmarks.md from the result files (deterministic: same files, same text)."""
-  machines: list[str] = []
+  machines: list[str] = []  # distinct machine descriptions, in benchmark order
+  machine_id: dict[str, str] = {}  # benchmark name -> 'M1', 'M2', ...
   for name in _BY_NAME:
     if name in results:
       text = _machine_text(results[name]['machine'])
       if text not in machines:
         machines.append(text)
+      machine_id[name] = f'M{machines.index(text) + 1}'
   total = sum(b.minutes for b in BENCHMARKS)
   out = [
       '# Benchmarks',
@@ -608,7 +610,7 @@ def render(results: dict[str, dict]) -> str:
     h = b.headline(json_objects(r['stdout']), r['stdout'])
     memory = h.get('memory') or (f'{r["peak_rss_mib"]:,} MiB (largest process)'
                                  if r.get('peak_rss_mib') else '')
-    where = f'M{machines.index(_machine_text(r["machine"])) + 1}, {r["date"][:10]}, {r["commit"]}'
+    where = f'{machine_id[b.name]}, {r["date"][:10]}, {r["commit"]}'
     out.append(f'| {b.family} | [{b.name}](#{b.name}) | {_cell(h.get("quality"))} | '
                f'{_cell(h.get("speed"))} | {_cell(memory)} | {where} | {_minutes(r["wall_s"])} |')
   if missing:
@@ -623,7 +625,7 @@ def render(results: dict[str, dict]) -> str:
     if r is None:
       continue
     out += [f'### {b.name}', '', f'{b.budget}.', '', '```bash', r['command'], '```', '',
-            f'Machine M{machines.index(_machine_text(r["machine"])) + 1}, {r["date"]}, commit '
+            f'Machine {machine_id[b.name]}, {r["date"]}, commit '
             f'{r["commit"]}, wall {_minutes(r["wall_s"])}'
             + (f', peak RSS {r["peak_rss_mib"]:,} MiB (largest process).'
                if r.get('peak_rss_mib') else '.')
