@@ -139,6 +139,17 @@ def _lm_train(objs, text):
           'memory': f'{r["peak_rss_mib"]:,} MiB'}
 
 
+def _nanogpt(objs, text):
+  s = _pick(objs, summary=True)
+  rows = [o for o in objs if 'val_loss_whole_split' in o]
+  return {'quality': f'val loss over seeds 0-{s["seeds"] - 1}: whole split '
+                     f'{s["val_loss_whole_split_mean"]:.4f} mean ({s["val_loss_whole_split_min"]:.4f}'
+                     f'-{s["val_loss_whole_split_max"]:.4f}); nanoGPT\'s 20-batch estimate '
+                     f'{s["val_loss_estimate_mean"]:.4f} mean ({s["val_loss_estimate_min"]:.4f}'
+                     f'-{s["val_loss_estimate_max"]:.4f})',
+          'speed': f'{min(r["ms_per_step"] for r in rows)} ms/step (PyTorch eager, best seed)'}
+
+
 def _sharding(objs, text):
   rows = table_rows(text)
   losses = sorted({r['loss (last window)'] for r in rows})
@@ -333,6 +344,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
               ('-m', 'benchmarks.lm_train', '--out', 'runs/bench/lm_train_fast.json',
                '--config', f'configs/lm/shakespeare_char_fast.py:path={TINY}'),
               'fast recipe, 1,500 steps (time to val loss 1.89)', 2, (TINY,), _lm_train),
+    Benchmark('nanogpt_reference', 'language model',
+              ('-m', 'benchmarks.nanogpt_reference', '--data', TINY, '--seeds', '0,1,2,3'),
+              "nanoGPT's own baby run in PyTorch (clip 1.0, decay 0.1), seeds 0-3", 5,
+              (TINY, 'module:torch'), _nanogpt),
+    Benchmark('nanogpt_reference_noclip', 'language model',
+              ('-m', 'benchmarks.nanogpt_reference', '--data', TINY, '--seeds', '0,1,2,3',
+               '--grad_clip', '0', '--weight_decay', '0'),
+              "the same without clipping or decay (genai's baby recipe), seeds 0-3", 5,
+              (TINY, 'module:torch'), _nanogpt),
     Benchmark('sharding_scaling', 'language model', ('-m', 'benchmarks.sharding_scaling'),
               '1/2/4/8 fake CPU devices x data/fsdp/tensor, 60 steps each', 4, (),
               _sharding),

@@ -1,0 +1,191 @@
+"""nanoGPT's own baby Shakespeare-char run, in PyTorch eager: what the recipe reaches.
+
+Issue 2 asks genai's baby recipe (4 layers x 4 heads x width 128, block 64, batch 12, 2000
+steps, AdamW 1e-3 cosine to 1e-4, warmup 100, no dropout) for validation loss <= 1.89, after
+nanoGPT's README ("gets us a loss of only 1.88"). This script re-implements nanoGPT's
+model.py and train.py for that run, line for line where it matters, so the target can be
+checked against the reference itself on this machine:
+
+- model: GPT-2 blocks without biases (nanoGPT's default `bias=False`), exact-erf GELU, tied
+  embeddings, N(0, 0.02) init with the residual projections at 0.02/sqrt(2 n_layer);
+- optimizer: torch AdamW (0.9, 0.99), weight decay 0.1 on every parameter of 2+ dims
+  (embeddings included) and none on the rest, grad-norm clip 1.0;
+- schedule: lr * (it+1)/(warmup+1) for it < 100, then cosine to 1e-4 at 2000;
+- data: the first 90% of the characters for training, the last 10% for validation, batches
+  of random offsets (torch.randint), seed 1337 + seed;
+- evaluation at step 2000 two ways: nanoGPT's estimate (`--eval_iters` random batches of 12,
+  20 in the README command) and the whole validation split in non-overlapping windows, the
+  way genai's `benchmarks.lm_train` measures it.
+
+  python -m benchmarks.nanogpt_reference --data ../shared/data/tinyshakespeare/input.txt \
+    --seeds 0,1,2,3 [--grad_clip 0] [--weight_decay 0]
+
+Prints one JSON line per seed, then a summary line. torch is an optional dependency
+(`pip install -e .[reference]`).
+"""
+import argparse
+import json
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class LayerNorm(nn.Module):
+  """nanoGPT's LayerNorm: a weight and no bias when bias=False."""
+
+  def __init__(self, c):
+    super().__init__()
+    self.weight = nn.Parameter(torch.ones(c))
+
+  def forward(self, x):
+    return F.layer_norm(x, self.weight.shape, self.weight, None, 1e-5)
+
+
+class Block(nn.Module):
+  def __init__(self, c, h):
+    super().__init__()
+    self.h = h
+    self.ln_1 = LayerNorm(c)
+    self.c_attn = nn.Linear(c, 3 * c, bias=False)
+    self.attn_c_proj = nn.Linear(c, c, bias=False)
+    self.ln_2 = LayerNorm(c)
+    self.c_fc = nn.Linear(c, 4 * c, bias=False)
+    self.mlp_c_proj = nn.Linear(4 * c, c, bias=False)
+
+  def forward(self, x):
+    b, t, c = x.shape
+    q, k, v = self.c_attn(self.ln_1(x)).split(c, dim=2)
+    q, k, v = (z.view(b, t, self.h, c // self.h).transpose(1, 2) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    x = x + self.attn_c_proj(y.transpose(1, 2).contiguous().view(b, t, c))
+    return x + self.mlp_c_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class GPT(nn.Module):
+  def __init__(self, vocab, block, layers, heads, width):
+    super().__init__()
+    self.wte = nn.Embedding(vocab, width)
+    self.wpe = nn.Embedding(block, width)
+    self.h = nn.ModuleList(Block(width, heads) for _ in range(layers))
+    self.ln_f = LayerNorm(width)
+    self.lm_head = nn.Linear(width, vocab, bias=False)
+    self.wte.weight = self.lm_head.weight  # nanoGPT ties this way round
+    for m in self.modules():
+      if isinstance(m, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    for name, p in self.named_parameters():
+      if name.endswith('c_proj.weight'):
+        nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
+
+  def forward(self, idx, targets):
+    t = idx.shape[1]
+    x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+    for blk in self.h:
+      x = blk(x)
+    logits = self.lm_head(self.ln_f(x))
+    return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+
+def get_lr(it, *, lr, min_lr, warmup, decay_iters):
+  """nanoGPT train.py's get_lr."""
+  if it < warmup:
+    return lr * (it + 1) / (warmup + 1)
+  if it > decay_iters:
+    return min_lr
+  ratio = (it - warmup) / (decay_iters - warmup)
+  return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+
+
+def run(seed, train, val, vocab, args):
+  torch.manual_seed(1337 + seed)
+  model = GPT(vocab, args.block_size, args.layers, args.heads, args.width)
+  params = [p for p in model.parameters() if p.requires_grad]
+  groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': args.weight_decay},
+            {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
+  opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99))
+  bs, t = args.batch_size, args.block_size
+
+  def get_batch(data):
+    ix = torch.randint(len(data) - t, (bs,))
+    x = torch.stack([data[i:i + t] for i in ix])
+    y = torch.stack([data[i + 1:i + 1 + t] for i in ix])
+    return x, y
+
+  t0 = time.perf_counter()
+  for it in range(args.steps):
+    for g in opt.param_groups:
+      g['lr'] = get_lr(it, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
+                       decay_iters=args.steps)
+    x, y = get_batch(train)
+    loss = model(x, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if args.grad_clip > 0:
+      torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+    opt.step()
+  train_s = time.perf_counter() - t0
+
+  model.eval()
+  with torch.no_grad():
+    estimate = float(np.mean([float(model(*get_batch(val))) for _ in range(args.eval_iters)]))
+    n = (len(val) - t - 1) // t + 1  # genai's eval windows: stride = block size
+    starts = torch.arange(n) * t
+    total = 0.0
+    for chunk in starts.split(256):
+      x = torch.stack([val[i:i + t] for i in chunk])
+      y = torch.stack([val[i + 1:i + 1 + t] for i in chunk])
+      total += float(model(x, y)) * len(chunk)
+    whole = total / n
+  return dict(seed=seed, steps=args.steps, weight_decay=args.weight_decay,
+              grad_clip=args.grad_clip, train_seconds=round(train_s, 1),
+              ms_per_step=round(1e3 * train_s / args.steps, 2),
+              val_loss_whole_split=round(whole, 4),
+              val_loss_estimate=round(estimate, 4), eval_iters=args.eval_iters,
+              val_windows=n)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--data', default='../shared/data/tinyshakespeare/input.txt')
+  ap.add_argument('--seeds', default='0', help='comma list')
+  ap.add_argument('--steps', type=int, default=2000)
+  ap.add_argument('--batch_size', type=int, default=12)
+  ap.add_argument('--block_size', type=int, default=64)
+  ap.add_argument('--layers', type=int, default=4)
+  ap.add_argument('--heads', type=int, default=4)
+  ap.add_argument('--width', type=int, default=128)
+  ap.add_argument('--lr', type=float, default=1e-3)
+  ap.add_argument('--min_lr', type=float, default=1e-4)
+  ap.add_argument('--warmup', type=int, default=100)
+  ap.add_argument('--eval_iters', type=int, default=20)
+  ap.add_argument('--weight_decay', type=float, default=0.1)
+  ap.add_argument('--grad_clip', type=float, default=1.0, help='0 = no clipping')
+  args = ap.parse_args()
+  with open(args.data, encoding='utf-8') as f:
+    text = f.read()
+  chars = sorted(set(text))
+  lookup = {c: i for i, c in enumerate(chars)}
+  data = torch.tensor([lookup[c] for c in text], dtype=torch.long)
+  n_train = int(len(data) * 0.9)
+  train, val = data[:n_train], data[n_train:]
+  rows = []
+  for seed in (int(s) for s in args.seeds.split(',')):
+    rows.append(run(seed, train, val, len(chars), args))
+    print(json.dumps(dict(impl='nanogpt_torch_eager', torch=torch.__version__, **rows[-1])),
+          flush=True)
+  whole = [r['val_loss_whole_split'] for r in rows]
+  est = [r['val_loss_estimate'] for r in rows]
+  print(json.dumps(dict(summary=True, seeds=len(rows),
+                        val_loss_whole_split_mean=round(float(np.mean(whole)), 4),
+                        val_loss_whole_split_min=min(whole), val_loss_whole_split_max=max(whole),
+                        val_loss_estimate_mean=round(float(np.mean(est)), 4),
+                        val_loss_estimate_min=min(est), val_loss_estimate_max=max(est))),
+        flush=True)
+
+
+if __name__ == '__main__':
+  main()
