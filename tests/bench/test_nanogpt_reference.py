@@ -1,0 +1,52 @@
+"""benchmarks/nanogpt_reference.py: the PyTorch re-implementation of nanoGPT's baby run is
+nanoGPT's model and schedule (parameter count, tying, init, the lr formula), and its
+whole-split evaluation uses genai's validation windows."""
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+
+from benchmarks import nanogpt_reference as ref  # pylint: disable=wrong-import-position
+from genai.data import sequences  # pylint: disable=wrong-import-position
+
+
+def test_model_is_nanogpts_baby_shape():
+  torch.manual_seed(0)
+  model = ref.GPT(vocab=65, block=64, layers=4, heads=4, width=128)
+  n = sum(p.numel() for p in model.parameters())
+  # Per block (no biases): 2 LayerNorm weights + qkv + out + fc + proj = 196,864; plus the
+  # tied token table, the position table and the final LayerNorm weight.
+  assert n == 4 * (2 * 128 + 128 * 384 + 128 * 128 + 2 * 128 * 512) + 65 * 128 + 64 * 128 + 128
+  # nanoGPT's get_num_params leaves the position table out: its "0.80M".
+  assert round((n - 64 * 128) / 1e6, 2) == 0.80
+  assert model.lm_head.weight is model.wte.weight
+  proj = model.h[0].mlp_c_proj.weight.detach().numpy()
+  qkv = model.h[0].c_attn.weight.detach().numpy()
+  assert abs(proj.std() - 0.02 / math.sqrt(8)) < 1e-3 and abs(qkv.std() - 0.02) < 1e-3
+
+
+def test_lr_schedule_is_nanogpts_get_lr():
+  kw = dict(lr=1e-3, min_lr=1e-4, warmup=100, decay_iters=2000)
+  assert ref.get_lr(0, **kw) == pytest.approx(1e-3 / 101)
+  assert ref.get_lr(99, **kw) == pytest.approx(1e-3 * 100 / 101)
+  assert ref.get_lr(100, **kw) == pytest.approx(1e-3)
+  assert ref.get_lr(1050, **kw) == pytest.approx(1e-4 + 0.5 * 9e-4)
+  assert ref.get_lr(2000, **kw) == pytest.approx(1e-4)
+  assert ref.get_lr(2500, **kw) == 1e-4
+
+
+def test_run_trains_and_scores_genais_validation_windows():
+  rng = np.random.default_rng(0)
+  text = torch.tensor(rng.integers(0, 8, 3000), dtype=torch.long)
+  train, val = text[:2700], text[2700:]
+  args = type('Args', (), dict(block_size=16, batch_size=4, layers=1, heads=2, width=16,
+                               lr=1e-3, min_lr=1e-4, warmup=2, steps=5, eval_iters=2,
+                               weight_decay=0.1, grad_clip=1.0))()
+  row = ref.run(0, train, val, 8, args)
+  windows = sequences.TokenWindows(val.numpy(), block_size=16, stride=16)
+  assert row['val_windows'] == len(windows) == 18
+  assert row['steps'] == 5 and 1.5 < row['val_loss_whole_split'] < 3.0
+  assert row == ref.run(0, train, val, 8, args) | {'train_seconds': row['train_seconds'],
+                                                   'ms_per_step': row['ms_per_step']}
