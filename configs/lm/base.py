@@ -33,10 +33,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.stride = 1                   # 1 = every window (random offsets); block_size = packed
 
   c.tokenizer = ml_collections.ConfigDict()
-  c.tokenizer.name = 'char'           # 'char' | 'sentencepiece' | 'gpt2_bpe'
+  c.tokenizer.name = 'char'           # 'char' | 'sentencepiece' | 'gpt2_bpe' | 'hf'
   c.tokenizer.vocab_size = 1024       # sentencepiece only
   c.tokenizer.sp_model_type = 'bpe'
+  c.tokenizer.sp_character_coverage = 0.9995  # sentencepiece: share of characters covered
   c.tokenizer.bpe_ranks_path = ''     # gpt2_bpe: path to gpt2.tiktoken
+  c.tokenizer.hf_tokenizer_path = ''  # hf: an HF tokenizer.json or a .gguf model file
 
   c.model = ml_collections.ConfigDict()
   c.model.init_from = ''              # '' | 'hf:DIR' | 'gguf:FILE' | 'smollm2' | 'workdir:DIR':

@@ -254,3 +254,17 @@ def test_smollm2_chat_template_equals_transformers(smollm2, n):
   got = tok.apply_chat_template(system)
   assert got == want
   assert tok.encode(got).tolist() == ref(want, add_special_tokens=False).input_ids
+
+
+def test_lm_config_trains_with_an_hf_tokenizer(tok_file, tmp_path):
+  """tokenizer.hf_tokenizer_path is a config field (so --config.tokenizer.hf_tokenizer_path=
+  works), and the LM experiment trains a model over that tokenizer's vocabulary."""
+  from configs.lm import pydoc_char  # pylint: disable=import-outside-toplevel
+  from experiments import lm  # pylint: disable=import-outside-toplevel
+  config = pydoc_char.get_config('runlocal')
+  assert config.tokenizer.hf_tokenizer_path == ''
+  config.tokenizer.name, config.tokenizer.hf_tokenizer_path = 'hf', str(tok_file)
+  state = lm.train_and_evaluate(config, str(tmp_path / 'w'))
+  assert int(state['step']) == config.train.num_steps
+  assert tokenizers.load_tokenizer(str(tmp_path / 'w')).vocab_size == 600
+  assert state['params']['embed']['embedding'].shape[0] >= 600
