@@ -5,8 +5,9 @@
 Times the real `experiments.lm` train step (exactly as the loop runs it) at 1 and at
 `train.steps_per_call` steps per jitted call, then `benchmarks/torch_reference_gpt.py`
 (if torch is installed) at the same shape, alternating rounds so both see the same load.
-Both steps do the same work: AdamW with weight decay 0.1 and gradient-norm clipping at 1.0
-(nanoGPT's; set here whatever the config says, since the baby recipe turns both off).
+Both steps do the same work: AdamW with weight decay 0.1 and gradient-norm clipping at 1.0,
+nanoGPT's settings. They are set here whatever the config says, since the baby recipe turns
+both off.
 Prints JSON lines and the ratio. Speed claims are ratios taken in one run on one machine.
 """
 from __future__ import annotations

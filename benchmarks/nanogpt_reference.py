@@ -109,10 +109,11 @@ def run(seed, train, val, vocab, args):
   opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99))
   bs, t = args.batch_size, args.block_size
 
-  def get_batch(data):
-    ix = torch.randint(len(data) - t, (bs,))
-    x = torch.stack([data[i:i + t] for i in ix])
-    y = torch.stack([data[i + 1:i + 1 + t] for i in ix])
+  def get_batch(data, starts=None):
+    """Inputs and next-token targets of the windows at `starts` (None: random, as nanoGPT)."""
+    starts = torch.randint(len(data) - t, (bs,)) if starts is None else starts
+    x = torch.stack([data[i:i + t] for i in starts])
+    y = torch.stack([data[i + 1:i + 1 + t] for i in starts])
     return x, y
 
   t0 = time.perf_counter()
@@ -136,9 +137,7 @@ def run(seed, train, val, vocab, args):
     starts = torch.arange(n) * t
     total = 0.0
     for chunk in starts.split(256):
-      x = torch.stack([val[i:i + t] for i in chunk])
-      y = torch.stack([val[i + 1:i + 1 + t] for i in chunk])
-      total += float(model(x, y)) * len(chunk)
+      total += float(model(*get_batch(val, chunk))) * len(chunk)
     whole = total / n
   return dict(seed=seed, steps=args.steps, weight_decay=args.weight_decay,
               grad_clip=args.grad_clip, train_seconds=round(train_s, 1),

@@ -325,6 +325,16 @@ def _moderation(objs, text):
   return {'speed': ', '.join(f'{k}: {v} texts/s' for k, v in rows)}
 
 
+def _gan_args(out_dir, steps):
+  return ('-m', 'benchmarks.gan_mnist', '--out_dir', out_dir,
+          '--config', f'configs/gan/mnist.py:path={MNIST}', f'--config.train.num_steps={steps}')
+
+
+def _diffusion_args(out, *extra):
+  return ('-m', 'benchmarks.diffusion_mnist', '--out', out,
+          '--config', f'configs/diffusion/mnist.py:path={MNIST}', *extra, '--num_samples', '2000')
+
+
 def _fid_args(samples, *extra):
   return ('-m', 'genai.evaluation.fid', '--samples', samples, '--max_samples', '2000',
           '--ref', 'mnist:test', '--ref_count', '2000', '--data_path', MNIST, *extra)
@@ -386,26 +396,15 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark('vae_mnist', 'image', ('-m', 'benchmarks.vae_mnist', '--budget_s', '1200',
                                      '--data', MNIST),
               'conv VAE on binarised MNIST, 1,200 s wall budget', 22, (MNIST,), _vae),
-    Benchmark('gan_mnist', 'image',
-              ('-m', 'benchmarks.gan_mnist', '--out_dir', 'runs/bench/gan_mnist',
-               '--config', f'configs/gan/mnist.py:path={MNIST}',
-               '--config.train.num_steps=3000'),
+    Benchmark('gan_mnist', 'image', _gan_args('runs/bench/gan_mnist', 3000),
               'DCGAN, 3,000 generator steps, 10,000 EMA samples', 10, (MNIST,), _gan),
-    Benchmark('diffusion_mnist', 'image',
-              ('-m', 'benchmarks.diffusion_mnist', '--out', 'runs/bench/diffusion_mnist',
-               '--config', f'configs/diffusion/mnist.py:path={MNIST}',
-               '--num_samples', '2000'),
+    Benchmark('diffusion_mnist', 'image', _diffusion_args('runs/bench/diffusion_mnist'),
               'UNet diffusion, 3,000 steps, 2,000 DDIM-50 samples', 10, (MNIST,), _diffusion),
-    Benchmark('gan_mnist_10k', 'image',
-              ('-m', 'benchmarks.gan_mnist', '--out_dir', 'runs/bench/gan_mnist_10k',
-               '--config', f'configs/gan/mnist.py:path={MNIST}',
-               '--config.train.num_steps=10000'),
+    Benchmark('gan_mnist_10k', 'image', _gan_args('runs/bench/gan_mnist_10k', 10000),
               'the same DCGAN, 10,000 generator steps (how FID moves with training)', 33,
               (MNIST,), _gan),
     Benchmark('diffusion_mnist_10k', 'image',
-              ('-m', 'benchmarks.diffusion_mnist', '--out', 'runs/bench/diffusion_mnist_10k',
-               '--config', f'configs/diffusion/mnist.py:path={MNIST}',
-               '--config.train.num_steps=10000', '--num_samples', '2000'),
+              _diffusion_args('runs/bench/diffusion_mnist_10k', '--config.train.num_steps=10000'),
               'the same UNet diffusion, 10,000 steps, 2,000 DDIM-50 samples', 30, (MNIST,),
               _diffusion),
     Benchmark('diffusion_step_speed', 'image',

@@ -1,6 +1,7 @@
 """benchmarks/nanogpt_reference.py: the PyTorch re-implementation of nanoGPT's baby run is
 nanoGPT's model and schedule (parameter count, tying, init, the lr formula), and its
 whole-split evaluation uses genai's validation windows."""
+import argparse
 import math
 
 import numpy as np
@@ -41,9 +42,9 @@ def test_run_trains_and_scores_genais_validation_windows():
   rng = np.random.default_rng(0)
   text = torch.tensor(rng.integers(0, 8, 3000), dtype=torch.long)
   train, val = text[:2700], text[2700:]
-  args = type('Args', (), dict(block_size=16, batch_size=4, layers=1, heads=2, width=16,
-                               lr=1e-3, min_lr=1e-4, warmup=2, steps=5, eval_iters=2,
-                               weight_decay=0.1, grad_clip=1.0))()
+  args = argparse.Namespace(block_size=16, batch_size=4, layers=1, heads=2, width=16, lr=1e-3,
+                            min_lr=1e-4, warmup=2, steps=5, eval_iters=2, weight_decay=0.1,
+                            grad_clip=1.0)
   row = ref.run(0, train, val, 8, args)
   windows = sequences.TokenWindows(val.numpy(), block_size=16, stride=16)
   assert row['val_windows'] == len(windows) == 18
