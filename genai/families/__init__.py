@@ -1,0 +1,91 @@
+"""Model families: what a trained workdir holds, read back without the experiment scripts.
+
+Each family has one module here, `genai.families.<name>`, named as the `experiment` field of
+the `config.json` its training run wrote. The module owns the workdir format of its family:
+how to rebuild the model from the config, restore the newest (or a given) checkpoint, and
+sample. Serving, export, retraining and audits find a family by that name through `get`,
+so a new family adds its own module (and its experiment script) and edits none of them.
+
+What a family module may define (each is optional; a caller that needs one the family does
+not have says so in one line):
+
+  load_workdir(workdir, step=None) -> tuple   the family's own (config, model, params, ...)
+  serving(workdir, step, max_batch) -> TextServing | ImageServing        genai.serve
+  export_signatures(workdir, **options) -> (params, {name: Signature}, default name)
+                                                                         genai.export
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import os
+import pkgutil
+from types import ModuleType
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+Inputs = dict[str, jax.ShapeDtypeStruct]
+
+
+@dataclasses.dataclass(frozen=True)
+class Signature:
+  """One exported function: `fn(params, inputs) -> outputs` on inputs of these shapes."""
+  fn: Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
+  inputs: Inputs
+  tflite: bool = True  # whether tflite conversion makes sense for it
+
+
+@dataclasses.dataclass
+class TextServing:
+  """A language model to serve: `model.apply`-able module, its params and tokenizer."""
+  model: Any
+  params: Any
+  tokenizer: Any
+
+
+@dataclasses.dataclass
+class ImageServing:
+  """An image generator to serve. `sample(n, seed, label, guidance, steps)` returns float
+  images [n, H, W, C] in `value_range` ('[-1,1]' or '[0,1]'); n <= the max_batch asked for."""
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  value_range: str
+  sample: Callable[..., np.ndarray]
+
+
+def names() -> tuple[str, ...]:
+  """Every family this installation has (the modules of this package)."""
+  return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_')))
+
+
+def family_of(workdir: str) -> str:
+  """The family that wrote `workdir` (its config.json's `experiment`)."""
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{workdir!r} is not a genai workdir (no config.json); pass the '
+                            'folder a training run wrote (python -m experiments.<family> '
+                            '--workdir ...).')
+  with open(path) as f:
+    return json.load(f).get('experiment') or 'lm'
+
+
+def get(name: str) -> ModuleType:
+  """The module of family `name`; ValueError naming the known families otherwise."""
+  if name not in names():
+    raise ValueError(f'unknown model family {name!r}; this genai knows {", ".join(names())}.')
+  return importlib.import_module(f'{__name__}.{name}')
+
+
+def capability(workdir: str, attr: str, what: str) -> tuple[str, Callable[..., Any]]:
+  """(family, its function `attr`) for a workdir; ValueError when that family has none,
+  e.g. capability(w, 'export_signatures', 'export')."""
+  family = family_of(workdir)
+  fn = getattr(get(family), attr, None)
+  if fn is None:
+    have = [n for n in names() if hasattr(get(n), attr)]
+    raise ValueError(f'{workdir!r} was trained by the {family} family, which has no {what}; '
+                     f'{what} supports {", ".join(have)}.')
+  return family, fn
