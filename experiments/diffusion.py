@@ -9,7 +9,6 @@ Sample N images (PNG grid + .npz) from a trained workdir:
 """
 from __future__ import annotations
 
-import functools
 import os
 import time
 from typing import Any
@@ -19,12 +18,15 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
-from genai.models.unet import UNet
+# The family's reading side, re-exported: experiments.diffusion.sample / load_workdir /
+# make_backbone / ImageSampler / sample_labels are what scripts and notebooks call.
+from genai.families.diffusion import (BACKBONES, ImageSampler, fast_key, load_teacher,  # pylint: disable=unused-import
+                                      load_workdir, make_backbone, sample, sample_labels,
+                                      state_fns)
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
@@ -33,36 +35,8 @@ from genai.train import ema as ema_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
-from genai.train.optimizers import make_optimizer
-
-BACKBONES = ('unet', 'dit')
-
 
 # =========================== Building blocks ===========================================
-
-def _module_fields(block) -> dict[str, Any]:
-  """A config block as module kwargs (lists -> tuples: flax fields must be hashable)."""
-  d = block.to_dict() if hasattr(block, 'to_dict') else dict(block or {})
-  return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-
-
-def make_backbone(model_cfg: ml_collections.ConfigDict, image_shape, num_classes: int):
-  """The denoiser for `model_cfg.backbone`: 'unet' (fields in model.unet) or 'dit' (fields
-  in model.dit). Both map (x [B,H,W,C], t [B], y [B] or None) -> [B,H,W,C]."""
-  name = model_cfg.get('backbone', 'unet')
-  shared = dict(out_channels=int(image_shape[-1]), num_classes=int(num_classes),
-                dropout=float(model_cfg.get('dropout', 0.0)))
-  if name == 'unet':
-    return UNet(**_module_fields(model_cfg.get('unet')), **shared)
-  if name == 'dit':
-    from genai.models import dit  # pylint: disable=import-outside-toplevel
-    return dit.DiT(**_module_fields(model_cfg.get('dit')), **shared)
-  raise ValueError(f'model.backbone={name!r} is unknown; use one of {BACKBONES}.')
-
-
-def clip_range_of(value_range: str):
-  return {'[-1,1]': (-1.0, 1.0), '[0,1]': (0.0, 1.0)}[value_range]
-
 
 def resolve_num_classes(config: ml_collections.ConfigDict, data_classes: int) -> int:
   if not config.model.class_conditional:
@@ -74,100 +48,7 @@ def resolve_num_classes(config: ml_collections.ConfigDict, data_classes: int) ->
   return int(data_classes)
 
 
-@functools.partial(jax.jit, static_argnames=(
-    'model', 'shape', 'num_classes', 'prediction', 'clip_range', 'sampler', 'steps', 'eta',
-    'guidance'))
-def _sample_batch(params, schedule, rng, labels, *, model, shape, num_classes, prediction,
-                  clip_range, sampler, steps, eta, guidance):
-  """One jitted reverse chain. Module-level with static settings, so every ImageSampler of
-  an equal model (flax modules hash by their fields) reuses the compiled chain."""
-  apply = lambda x, t, y: model.apply({'params': params}, x, t, y, train=False)
-  fn = samplers.guided_model_fn(apply, labels, num_classes=num_classes, guidance=guidance)
-  return samplers.sample(fn, schedule, shape, rng, sampler=sampler, num_steps=steps, eta=eta,
-                         prediction=prediction, clip_range=clip_range)
-
-
-class ImageSampler:
-  """Jitted sampling of images from a backbone's params.
-
-  __call__(params, rng, num_images, labels=None, sampler=, steps=, eta=, guidance=,
-  batch_size=) -> float32 [N, H, W, C] in the data range. Batches are padded to one size so
-  the last one reuses the compiled chain; batch i uses fold_in(rng, i).
-  """
-
-  def __init__(self, model, schedule: dfn.Schedule, *, image_shape, num_classes: int,
-               prediction: str, value_range: str, clip: bool = True):
-    self.model, self.schedule = model, schedule
-    self.image_shape, self.num_classes = tuple(int(d) for d in image_shape), int(num_classes)
-    self.prediction = prediction
-    self.clip_range = clip_range_of(value_range) if clip else None
-
-  def __call__(self, params, rng, num_images: int, labels=None, *, sampler: str = 'ddim',
-               steps: int = 50, eta: float = 0.0, guidance: float = 0.0,
-               batch_size: int = 256) -> np.ndarray:
-    if num_images < 1:
-      raise ValueError(f'num_images={num_images} must be >= 1.')
-    if sampler not in samplers.SAMPLERS:
-      raise ValueError(f'sampler={sampler!r} is unknown; use one of {samplers.SAMPLERS}.')
-    batch = min(batch_size, num_images)
-    static = dict(model=self.model, shape=(batch,) + self.image_shape,
-                  num_classes=self.num_classes, prediction=self.prediction,
-                  clip_range=self.clip_range, sampler=sampler,
-                  steps=int(steps) if sampler == 'ddim' else 0,
-                  eta=float(eta) if sampler == 'ddim' else 0.0, guidance=float(guidance))
-    out = []
-    for i, start in enumerate(range(0, num_images, batch)):
-      y = None
-      if labels is not None:
-        y = np.asarray(labels[start:start + batch], np.int32)
-        y = np.pad(y, (0, batch - len(y)), mode='edge')
-      out.append(np.asarray(_sample_batch(params, self.schedule, jax.random.fold_in(rng, i),
-                                          y, **static)))
-    return np.concatenate(out)[:num_images]
-
-
-def sample_labels(num_images: int, num_classes: int, label: int = -1):
-  """None (unconditional), all `label`, or classes cycled 0, 1, ..., when label < 0."""
-  if not num_classes:
-    if label >= 0:
-      raise ValueError('--label given but the model is unconditional; train with '
-                       'model.class_conditional=True (config arg `cond`).')
-    return None
-  if label >= num_classes:
-    raise ValueError(f'--label={label} is not a class of this model (0..{num_classes - 1}).')
-  if label >= 0:
-    return np.full((num_images,), label, np.int32)
-  return (np.arange(num_images) % num_classes).astype(np.int32)
-
-
 # =========================== The task for the shared loop ==============================
-
-def fast_key(rng: jax.Array) -> jax.Array:
-  """A key of JAX's 'unsafe_rbg' implementation (XLA's RngBitGenerator) drawn from `rng`.
-
-  Used for parameter init and dropout masks: a UNet init makes ~100 per-parameter draws,
-  and with threefry keys its jitted init takes ~4x longer to compile on CPU (about 40 s vs
-  10 s of CPU for a tiny UNet); dropout masks over [B, H, W, C] are cheaper to generate too.
-  Deterministic given `rng` on a given backend.
-  """
-  return jax.random.wrap_key_data(jax.random.bits(rng, (4,), jnp.uint32), impl='unsafe_rbg')
-
-
-def _state_fns(config: ml_collections.ConfigDict, model, image_shape, num_classes: int):
-  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
-
-  def init_state(rng, teacher=None):
-    x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-    y = jnp.zeros((1,), jnp.int32) if num_classes else None
-    params = model.init(fast_key(rng), x, jnp.zeros((1,), jnp.float32), y)['params']
-    state = {'params': params, 'ema_params': params, 'opt_state': tx.init(params),
-             'step': jnp.zeros((), jnp.int32)}
-    if teacher is not None:  # a frozen distillation teacher (no optimizer state)
-      state['teacher'] = teacher
-    return state
-
-  return init_state, (tx, schedule)
-
 
 def _loss_fn(model, sched, config, num_classes, *, train: bool, teacher_model=None):
   dc = config.diffusion
@@ -191,26 +72,6 @@ def _loss_fn(model, sched, config, num_classes, *, train: bool, teacher_model=No
   return loss_fn
 
 
-def _load_teacher(config, image_shape, num_classes: int, *, weights: bool = True):
-  """(teacher backbone, its EMA params or their abstract shapes) for `distill.teacher`,
-  checked to denoise the same images with the same schedule and prediction."""
-  path = (config.get('distill') or {}).get('teacher') or ''
-  if not path:
-    return None, None
-  t_config = workdir_lib.load_config(path, 'diffusion')
-  t_info = workdir_lib.load_image_info(path, 'diffusion')
-  if (tuple(t_info['image_shape']) != tuple(image_shape) or t_info['num_classes'] != num_classes
-      or t_config.diffusion.to_dict() != config.diffusion.to_dict()):
-    raise ValueError(f'distill.teacher={path!r} was trained on other images, classes or a '
-                     'different diffusion block (schedule, steps, prediction); a teacher must '
-                     'match the student on all three.')
-  t_model = make_backbone(t_config.model, t_info['image_shape'], t_info['num_classes'])
-  if weights:
-    return t_model, jax.tree.map(np.asarray, load_workdir(path)[2])
-  t_init, _ = _state_fns(t_config, t_model, t_info['image_shape'], t_info['num_classes'])
-  return t_model, jax.eval_shape(t_init, jax.random.key(0))['ema_params']
-
-
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc, ec = config.train, config.eval
   data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
@@ -222,8 +83,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   model = make_backbone(config.model, image_shape, num_classes)
   sched = dfn.make_schedule(config.diffusion)
   dfn.check_prediction(config.diffusion.prediction)
-  init_state, (tx, lr_schedule) = _state_fns(config, model, image_shape, num_classes)
-  teacher_model, teacher_params = _load_teacher(config, image_shape, num_classes)
+  init_state, (tx, lr_schedule) = state_fns(config, model, image_shape, num_classes)
+  teacher_model, teacher_params = load_teacher(config, image_shape, num_classes)
   train_loss = _loss_fn(model, sched, config, num_classes, train=True,
                         teacher_model=teacher_model)
   eval_loss = _loss_fn(model, sched, config, num_classes, train=False)
@@ -303,43 +164,6 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return workdir_lib.run(config, workdir, build_task)
-
-
-# =========================== Sampling from a workdir ===================================
-
-def load_workdir(workdir: str, step: int | None = None):
-  """(config, model, ema_params, info) of a trained diffusion workdir (newest checkpoint)."""
-  config = workdir_lib.load_config(workdir, 'diffusion')
-  info = workdir_lib.load_image_info(workdir, 'diffusion')
-  model = make_backbone(config.model, info['image_shape'], info['num_classes'])
-  init_state, _ = _state_fns(config, model, info['image_shape'], info['num_classes'])
-  _, teacher_abstract = _load_teacher(config, info['image_shape'], info['num_classes'],
-                                      weights=False)
-  init_args = () if teacher_abstract is None else (teacher_abstract,)
-  state, _ = workdir_lib.restore_state(workdir, init_state, step, init_args)
-  return config, model, state['ema_params'], info
-
-
-def sample(workdir: str, *, num_images: int, out: str, sampler: str | None = None,
-           steps: int | None = None, eta: float | None = None, guidance: float | None = None,
-           label: int = -1, seed: int = 0, batch_size: int = 256, name: str = 'samples'
-           ) -> tuple[np.ndarray, str, str]:
-  """Samples `num_images` with the EMA params (defaults from the workdir's config.sample);
-  writes `{out}/{name}.png` (grid) and `{out}/{name}.npz` (uint8 images, labels)."""
-  config, model, params, info = load_workdir(workdir)
-  labels = sample_labels(num_images, info['num_classes'], label)
-  sc = config.sample
-  sched = dfn.make_schedule(config.diffusion)
-  gen = ImageSampler(model, sched, image_shape=info['image_shape'],
-                     num_classes=info['num_classes'], prediction=config.diffusion.prediction,
-                     value_range=info['value_range'], clip=sc.clip)
-  if guidance is None:
-    guidance = sc.guidance if info['num_classes'] else 0.0
-  x = gen(params, jax.random.key(seed), num_images, labels,
-          sampler=sampler or sc.sampler, steps=sc.steps if steps is None else steps,
-          eta=sc.eta if eta is None else eta, guidance=guidance, batch_size=batch_size)
-  png, npz = image_files.write_samples(out, name, x, info['value_range'], labels)
-  return x, png, npz
 
 
 # =========================== Command line ==============================================

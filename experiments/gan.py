@@ -11,10 +11,8 @@ generator update; then the EMA of the generator's params. State: G params and Ba
 statistics, D params and SpectralNorm vectors (when used), both optimizer states, EMA params
 and the step: all checkpointed, so a resumed run is bit-identical.
 
-Samples come from the EMA params. BatchNorm's running statistics track the live params, not
-their average, so for the EMA generator they are recomputed ("standing statistics", as in
-BigGAN): one pass over `eval.standing_stats` fixed latents in training mode. That pass and the
-sample latents are fixed by the seed, so a checkpoint always gives the same images.
+The networks, the state layout and sampling from a workdir live in genai/families/gan.py
+(what serving and export read); this file adds training.
 """
 from __future__ import annotations
 
@@ -31,7 +29,10 @@ import optax
 
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
-from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
+# The family's reading side, re-exported: experiments.gan.sample / load_workdir /
+# generate_images are what scripts and notebooks call.
+from genai.families.gan import (GanNets, generate_images, load_workdir, make_sampler,  # pylint: disable=unused-import
+                                sample, state_fns)
 from genai.objectives import gan as gan_loss
 from genai.sample import image_files
 from genai.parallel import mesh as mesh_lib
@@ -40,25 +41,6 @@ from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
 from genai.train.ema import ema_decay, ema_update
-from genai.train.optimizers import make_optimizer
-
-
-
-# =========================== Building blocks ===========================================
-
-def make_models(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]
-                ) -> tuple[Generator, Discriminator]:
-  h, w, c = image_shape
-  m = config.model
-  if h != w:
-    raise ValueError(f'images are {h}x{w}; the DCGAN needs square images: set '
-                     'data.image_size.')
-  base_size(h, m.num_upsamples)  # Raises on a side not divisible by 2**num_upsamples.
-  gen = Generator(image_size=h, channels=c, width=m.g_width, num_upsamples=m.num_upsamples,
-                  norm=m.g_norm, bn_momentum=m.g_bn_momentum)
-  disc = Discriminator(width=m.d_width, num_downsamples=m.num_upsamples,
-                       spectral_norm=m.spectral_norm)
-  return gen, disc
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -71,89 +53,6 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f'train.n_critic={config.train.n_critic} must be >= 1.')
   if config.data.get('value_range', '[-1,1]') != '[-1,1]':
     raise ValueError("the generator ends in tanh, so data.value_range must be '[-1,1]'.")
-
-
-class GanNets:
-  """The two networks with their variable collections spelled out once."""
-
-  def __init__(self, config, image_shape):
-    self.config = config
-    self.image_shape = tuple(image_shape)
-    self.gen, self.disc = make_models(config, image_shape)
-    self.bn = config.model.g_norm == 'batch'
-    self.sn = config.model.spectral_norm
-    self.latent_dim = config.model.latent_dim
-
-  def latents(self, rng, n):
-    return jax.random.normal(rng, (n, self.latent_dim), jnp.float32)
-
-  def g_vars(self, params, batch_stats=None):
-    return {'params': params, 'batch_stats': batch_stats} if self.bn else {'params': params}
-
-  def g_train(self, params, batch_stats, z):
-    """Training-mode G (batch statistics) -> (images, new running statistics)."""
-    if not self.bn:
-      return self.gen.apply(self.g_vars(params), z, train=True), None
-    x, new = self.gen.apply(self.g_vars(params, batch_stats), z, train=True,
-                            mutable=['batch_stats'])
-    return x, new['batch_stats']
-
-  def d(self, params, spectral, x, update_stats=False):
-    """D logits; with spectral norm and update_stats, also the new power-iteration state."""
-    if not self.sn:
-      return self.disc.apply({'params': params}, x), None
-    variables = {'params': params, SPECTRAL: spectral}
-    if not update_stats:
-      return self.disc.apply(variables, x, update_stats=False), spectral
-    logits, new = self.disc.apply(variables, x, update_stats=True, mutable=[SPECTRAL])
-    return logits, new[SPECTRAL]
-
-  def standing_stats(self, params, rng, n):
-    """BatchNorm statistics of `params` over n latents (momentum 0: exactly this batch's)."""
-    gen = self.gen.clone(bn_momentum=0.0)
-    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
-        lambda: self.gen.init(jax.random.key(0), self.latents(rng, 1), train=False)
-    )['batch_stats'])
-    _, new = gen.apply({'params': params, 'batch_stats': zeros}, self.latents(rng, n),
-                       train=True, mutable=['batch_stats'])
-    return new['batch_stats']
-
-  def sample_variables(self, state, *, use_ema: bool, standing: int, seed: int):
-    """G variables that samples are drawn with: EMA params (+ standing BN statistics)."""
-    params = state['ema_params'] if use_ema else state['g_params']
-    if not self.bn:
-      return self.g_vars(params)
-    if use_ema:
-      stats = self.standing_stats(params, jax.random.key(seed + 2), standing)
-    else:
-      stats = state['g_batch_stats']
-    return self.g_vars(params, stats)
-
-  def generate(self, variables, z):
-    return self.gen.apply(variables, z, train=False)
-
-
-def _state_fns(config: ml_collections.ConfigDict, nets: GanNets):
-  """init_state(rng) -> state dict, and the two (optimizer, schedule) pairs."""
-  steps = config.train.num_steps
-  tx_g, sched_g = make_optimizer(config.optimizer_g, steps)
-  tx_d, sched_d = make_optimizer(config.optimizer_d, steps * config.train.n_critic)
-
-  def init_state(rng):
-    rng_g, rng_d = jax.random.split(rng)
-    g_vars = nets.gen.init(rng_g, nets.latents(rng_g, 1), train=False)
-    d_vars = nets.disc.init(rng_d, jnp.zeros((1,) + nets.image_shape, jnp.float32))
-    g_params, d_params = g_vars['params'], d_vars['params']
-    state = {'g_params': g_params, 'd_params': d_params,
-             'g_opt': tx_g.init(g_params), 'd_opt': tx_d.init(d_params),
-             'ema_params': g_params, 'step': jnp.zeros((), jnp.int32)}
-    if nets.bn:
-      state['g_batch_stats'] = g_vars['batch_stats']
-    if nets.sn:
-      state['d_spectral'] = d_vars[SPECTRAL]
-    return state
-
-  return init_state, (tx_g, sched_g), (tx_d, sched_d)
 
 
 def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers):
@@ -227,23 +126,6 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
   return train_step
 
 
-def make_sampler(nets: GanNets, *, use_ema: bool = True, standing: int = 1024, seed: int = 0):
-  """(jitted state -> G variables for sampling, jitted (variables, z) -> images)."""
-  variables_fn = jax.jit(lambda s: nets.sample_variables(s, use_ema=use_ema,
-                                                         standing=standing, seed=seed))
-  return variables_fn, jax.jit(nets.generate)
-
-
-def generate_images(nets: GanNets, state, num_images: int, *, seed: int, use_ema: bool = True,
-                    standing: int = 1024, batch_size: int = 500) -> np.ndarray:
-  """num_images float32 [N, H, W, C] samples in [-1, 1] from latents fixed by `seed`."""
-  variables_fn, generate = make_sampler(nets, use_ema=use_ema, standing=standing, seed=seed)
-  variables = variables_fn(state)
-  z = nets.latents(jax.random.key(seed), num_images)
-  out = [generate(variables, z[i:i + batch_size]) for i in range(0, num_images, batch_size)]
-  return np.concatenate(jax.device_get(out))
-
-
 # =========================== The task for the shared loop ==============================
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -253,7 +135,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                                     seed=config.seed)
   nets = GanNets(config, data.image_shape)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
-  init_state, tx_g, tx_d = _state_fns(config, nets)
+  init_state, tx_g, tx_d = state_fns(config, nets)
   train_step = make_train_step(config, nets, (tx_g, tx_d))
 
   ec = config.eval
@@ -289,30 +171,6 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return workdir_lib.run(config, workdir, build_task)
-
-
-# =========================== Sampling from a workdir ===================================
-
-def load_workdir(workdir: str, step: int | None = None):
-  """(config, nets, state, value_range) of a trained GAN workdir (newest checkpoint)."""
-  config = workdir_lib.load_config(workdir, 'gan')
-  meta = workdir_lib.load_image_info(workdir, 'gan')
-  nets = GanNets(config, tuple(meta['image_shape']))
-  init_state, _, _ = _state_fns(config, nets)
-  state, _ = workdir_lib.restore_state(workdir, init_state, step)
-  return config, nets, state, meta['value_range']
-
-
-def sample(workdir: str, num_images: int, *, out: str = '', seed: int = 0,
-           name: str = 'samples') -> tuple[str, str]:
-  """Writes `name`.png (grid) and `name`.npz (uint8 images) of EMA samples; returns paths."""
-  if num_images < 1:
-    raise ValueError(f'--num_images={num_images} must be >= 1.')
-  config, nets, state, value_range = load_workdir(workdir)
-  images = generate_images(nets, state, num_images, seed=seed, use_ema=config.eval.use_ema,
-                           standing=config.eval.standing_stats)
-  return image_files.write_samples(out or os.path.join(workdir, 'samples'), name, images,
-                                   value_range)
 
 
 # =========================== Command line ==============================================

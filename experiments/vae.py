@@ -19,13 +19,15 @@ from typing import Any
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
+from genai.data import batching
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
+# The family's reading side, re-exported: experiments.vae.sample / load_workdir.
+from genai.families.vae import load_workdir, sample, state_fns  # pylint: disable=unused-import
 from genai.models.vae import VAE, make_vae
 from genai.objectives import vae as objectives
 from genai.sample import image_files
@@ -33,8 +35,6 @@ from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import workdir as workdir_lib
-from genai.train.optimizers import make_optimizer
-
 
 
 # =========================== Building blocks ===========================================
@@ -50,27 +50,6 @@ def check_data(model: VAE, value_range: str, eval_images: np.ndarray) -> None:
           '(dynamic binarisation) or use model.likelihood="gaussian".')
   else:
     images_lib.check_value_range(eval_images, value_range)
-
-
-def _state_fns(config: ml_collections.ConfigDict, model: VAE):
-  """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
-  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
-  shape = model.cfg.image_shape
-
-  def init_state(rng):
-    params = model.init(rng, jnp.zeros((1, *shape), jnp.float32), jax.random.key(0))['params']
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
-
-  return init_state, (tx, schedule)
-
-
-def _pad_batches(x: np.ndarray, batch_size: int) -> list[np.ndarray]:
-  """Splits x into equal batches, padding the last one with copies of x[0]."""
-  n = len(x)
-  pad = (-n) % batch_size
-  if pad:
-    x = np.concatenate([x, np.repeat(x[:1], pad, axis=0)])
-  return [x[i:i + batch_size] for i in range(0, len(x), batch_size)]
 
 
 def _grid(images_uint8: np.ndarray, ncols: int | None = None) -> np.ndarray:
@@ -93,9 +72,10 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
   ec = config.eval
   num_dims = int(np.prod(model.cfg.image_shape))
   n = len(eval_images)
-  batches = _pad_batches(eval_images, min(ec.batch_size, n))
+  batches = [x for _, (x,) in batching.fixed_size_batches((eval_images,), min(ec.batch_size, n))]
   iw_n = min(ec.iw_examples or n, n)
-  iw_batches = _pad_batches(eval_images[:iw_n], min(ec.batch_size, iw_n))
+  iw_batches = [x for _, (x,) in batching.fixed_size_batches((eval_images[:iw_n],),
+                                                             min(ec.batch_size, iw_n))]
   iw_nll_fn = (objectives.make_iw_nll_fn(model, ec.iw_samples, ec.iw_chunk)
                if ec.iw_samples else None)
 
@@ -176,7 +156,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   check_data(model, data.value_range, data.eval_images)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
 
-  init_state, (tx, schedule) = _state_fns(config, model)
+  init_state, (tx, schedule) = state_fns(config, model)
   loss_fn = objectives.make_loss_fn(model, beta=float(config.objective.beta))
 
   def train_step(state, batch, rng):
@@ -195,31 +175,6 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
   return workdir_lib.run(config, workdir, build_task)
-
-
-# =========================== Sampling from a workdir ===================================
-
-def load_workdir(workdir: str, step: int | None = None):
-  """(config, model, params, value_range) of a trained VAE workdir (newest checkpoint)."""
-  config = workdir_lib.load_config(workdir, 'vae')
-  info = workdir_lib.load_image_info(workdir, 'vae')
-  model = make_vae(config.model, info['image_shape'])
-  init_state, _ = _state_fns(config, model)
-  state, _ = workdir_lib.restore_state(workdir, init_state, step)
-  return config, model, state['params'], info['value_range']
-
-
-def sample(workdir: str, num_images: int, seed: int = 0) -> tuple[np.ndarray, str]:
-  """`num_images` decoder means E[x|z], z ~ N(0, I): float [N, H, W, C] and its value range.
-
-  Bernoulli models give pixel probabilities (grey levels), the usual way to show them.
-  """
-  if num_images < 1:
-    raise ValueError(f'--num_images={num_images} must be >= 1.')
-  _, model, params, value_range = load_workdir(workdir)
-  z = jax.random.normal(jax.random.key(seed), (num_images, model.cfg.latent_dim))
-  images = jax.jit(lambda p, z: objectives.decoder_mean(model, p, z))(params, z)
-  return np.asarray(images), value_range
 
 
 # =========================== Command line ==============================================

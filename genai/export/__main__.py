@@ -4,7 +4,8 @@
       [--quantize int8] [--batch_size 1] [--prompt_len 32] [--num_tokens 64]  # LM
   python -m genai.export --workdir runs/diff_digits --out exports/diff --steps 20  # diffusion
 
-See genai/export/workdir.py for the output layout, text.py / images.py for the signatures.
+See genai/export/workdir.py for the output layout, and each family's `export_signatures`
+(genai/families/<family>.py) for its signatures.
 """
 from __future__ import annotations
 

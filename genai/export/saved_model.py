@@ -10,24 +10,18 @@ a `tf.function(jit_compile=True)`, so TF runs it with XLA exactly as JAX would.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
 from orbax import export as oex
 import tensorflow as tf
 
-Inputs = dict[str, jax.ShapeDtypeStruct]
+from genai import families
 
-
-@dataclasses.dataclass(frozen=True)
-class Signature:
-  """One serving signature: `fn(params, inputs) -> outputs` on inputs of these shapes."""
-  fn: Callable[[Any, dict[str, jax.Array]], dict[str, jax.Array]]
-  inputs: Inputs
-  tflite: bool = True  # whether tflite conversion makes sense for it
+Inputs = families.Inputs
+Signature = families.Signature  # one exported function and its input shapes
 
 
 def tensor_specs(inputs: Inputs) -> dict[str, tf.TensorSpec]:

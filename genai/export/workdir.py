@@ -1,6 +1,6 @@
-"""Exporting a trained workdir: reads its config.json to know the family, rebuilds the model
-from the newest checkpoint (via the family's experiments.<family>.load_workdir, so run from
-the repository root like the other commands), writes the SavedModel and/or TFLite files.
+"""Exporting a trained workdir: reads its config.json to know the family, which rebuilds the
+model from the newest checkpoint and names the functions to export
+(`genai.families.<family>.export_signatures`), and writes the SavedModel and/or TFLite files.
 
 Layout of `out`:
   saved_model/<version>/   the SavedModel; `saved_model` is TF Serving's model base path
@@ -20,66 +20,25 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from genai.export import images
+from genai import families
 from genai.export import saved_model as sm
-from genai.export import text
 from genai.export import tflite
 
 FORMATS = ('saved_model', 'tflite', 'both')
-FAMILIES = ('lm', 'gan', 'vae', 'diffusion')
 
 
-def family_of(workdir: str) -> str:
-  """'lm' | 'gan' | 'vae' | 'diffusion' from the workdir's config.json; ValueError otherwise."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
-    raise ValueError(f'--workdir={workdir!r} is not a genai workdir (no config.json); pass the '
-                     'folder a training run wrote (python -m experiments.<family> --workdir ...).')
-  with open(path) as f:
-    family = json.load(f).get('experiment')
-  if family not in FAMILIES:
-    raise ValueError(f'{workdir!r} was trained by experiments.{family}, which has no export; '
-                     f'export supports {FAMILIES}.')
-  return family
-
-
-def build(workdir: str, *, batch_size: int = 1, prompt_len: int = 32, num_tokens: int = 64,
-          cache_len: int | None = None, top_k: int = 0, steps: int | None = None
-          ) -> tuple[str, Any, dict[str, sm.Signature], str]:
-  """(family, params, signatures, default signature) of a workdir's newest checkpoint."""
-  family = family_of(workdir)
+def build(workdir: str, *, batch_size: int = 1, **options: Any
+          ) -> tuple[str, Any, dict[str, families.Signature], str]:
+  """(family, params, signatures, default signature) of a workdir's newest checkpoint.
+  `options`: prompt_len, num_tokens, cache_len, top_k (LM), steps (diffusion)."""
+  family, export_signatures = families.capability(workdir, 'export_signatures', 'export')
   if batch_size < 1:
     raise ValueError(f'--batch_size={batch_size} must be >= 1.')
-  if family == 'lm':
-    from experiments import lm  # pylint: disable=import-outside-toplevel
-    _, model, params, _ = lm.load_workdir(workdir)
-    sigs = text.signatures(model, batch_size=batch_size, prompt_len=prompt_len,
-                           num_tokens=num_tokens, cache_len=cache_len, top_k=top_k)
-    return family, params, sigs, 'generate'
-  if family == 'gan':
-    from experiments import gan  # pylint: disable=import-outside-toplevel
-    config, nets, state, value_range = gan.load_workdir(workdir)
-    variables_fn, _ = gan.make_sampler(nets, use_ema=config.eval.use_ema,
-                                       standing=config.eval.standing_stats, seed=config.seed)
-    sigs = images.gan_signatures(nets, value_range, batch_size=batch_size)
-    return family, variables_fn(state), sigs, 'sample'
-  if family == 'vae':
-    from experiments import vae  # pylint: disable=import-outside-toplevel
-    _, model, params, value_range = vae.load_workdir(workdir)
-    sigs = images.vae_signatures(model, value_range, batch_size=batch_size)
-    return family, images.decoder_params(params), sigs, 'sample'
-  from experiments import diffusion  # pylint: disable=import-outside-toplevel
-  from genai.objectives import diffusion as dfn  # pylint: disable=import-outside-toplevel
-  config, model, params, info = diffusion.load_workdir(workdir)
-  sigs = images.diffusion_signatures(
-      model, dfn.make_schedule(config.diffusion), image_shape=info['image_shape'],
-      num_classes=info['num_classes'], prediction=config.diffusion.prediction,
-      value_range=info['value_range'], clip=config.sample.clip,
-      steps=config.sample.steps if steps is None else steps, batch_size=batch_size)
-  return family, params, sigs, 'sample'
+  params, sigs, default = export_signatures(workdir, batch_size=batch_size, **options)
+  return family, params, sigs, default
 
 
-def _describe(params: Any, sigs: dict[str, sm.Signature]) -> dict[str, Any]:
+def _describe(params: Any, sigs: dict[str, families.Signature]) -> dict[str, Any]:
   """Each signature's inputs and outputs as {name: 'dtype[shape]'}, e.g. 'int32[1, 1]'."""
   out = {}
   for name, s in sigs.items():

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 Inputs = dict[str, jax.ShapeDtypeStruct]
@@ -56,6 +57,24 @@ class ImageServing:
   sample: Callable[..., np.ndarray]
 
 
+def pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
+  """`x` padded with zero rows to `rows` (one compiled batch shape for every request)."""
+  return np.pad(x, [(0, rows - len(x))] + [(0, 0)] * (x.ndim - 1))
+
+
+def to_uint8(images: jax.Array, value_range: str) -> jax.Array:
+  """`genai.sample.image_files.to_uint8` in jnp ops (exportable): float images -> uint8."""
+  x = (images + 1.0) / 2.0 if value_range == '[-1,1]' else images
+  return jnp.round(jnp.clip(x, 0.0, 1.0) * 255.0).astype(jnp.uint8)
+
+
+def image_outputs(images: jax.Array, value_range: str) -> dict[str, jax.Array]:
+  """What every exported image signature returns: float32 `images` in the workdir's value
+  range and `images_uint8` (rescaled to [0,1], clipped, rounded)."""
+  images = images.astype(jnp.float32)
+  return {'images': images, 'images_uint8': to_uint8(images, value_range)}
+
+
 def names() -> tuple[str, ...]:
   """Every family this installation has (the modules of this package)."""
   return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_')))
@@ -65,7 +84,7 @@ def family_of(workdir: str) -> str:
   """The family that wrote `workdir` (its config.json's `experiment`)."""
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'{workdir!r} is not a genai workdir (no config.json); pass the '
+    raise ValueError(f'{workdir!r} is not a genai workdir (no config.json); pass the '
                             'folder a training run wrote (python -m experiments.<family> '
                             '--workdir ...).')
   with open(path) as f:
@@ -86,6 +105,6 @@ def capability(workdir: str, attr: str, what: str) -> tuple[str, Callable[..., A
   fn = getattr(get(family), attr, None)
   if fn is None:
     have = [n for n in names() if hasattr(get(n), attr)]
-    raise ValueError(f'{workdir!r} was trained by the {family} family, which has no {what}; '
+    raise ValueError(f'{workdir!r} was trained by experiments.{family}, which has no {what}; '
                      f'{what} supports {", ".join(have)}.')
   return family, fn

@@ -98,11 +98,23 @@ def ddim_sample(model_fn: ModelFn, s: dfn.Schedule, shape, rng, *, num_steps: in
     x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z.
   eta=0 is deterministic; eta=1 with all T steps is the DDPM ancestral sampler.
   """
+  k_init, k_loop = jax.random.split(rng)
+  x_T = jax.random.normal(k_init, shape, jnp.float32)
+  return ddim_chain(model_fn, s, x_T, num_steps=num_steps, eta=eta, prediction=prediction,
+                    clip_range=clip_range, rng=k_loop)
+
+
+def ddim_chain(model_fn: ModelFn, s: dfn.Schedule, x_T: jax.Array, *, num_steps: int,
+               eta: float = 0.0, prediction: str = 'eps', clip_range=(-1.0, 1.0), rng=None):
+  """The DDIM chain of `ddim_sample` from a given x_T. With `rng` None (deterministic, eta
+  must be 0) no noise is drawn: the chain of an exported sampler whose randomness is its
+  input x_T; it equals ddim_sample(..., rng, eta=0) on that sampler's own x_T."""
   dfn.check_prediction(prediction)
+  if rng is None and eta:
+    raise ValueError(f'eta={eta} draws noise at every step; pass rng (or use eta=0).')
   taus = ddim_timesteps(s.num_timesteps, num_steps)
   prevs = np.append(-1, taus[:-1])
-  k_init, k_loop = jax.random.split(rng)
-  x = jax.random.normal(k_init, shape, jnp.float32)
+  shape = x_T.shape
   b = shape[0]
 
   def step(x, tp):
@@ -113,15 +125,17 @@ def ddim_sample(model_fn: ModelFn, s: dfn.Schedule, shape, rng, *, num_steps: in
     if clip_range is not None:
       x0 = _clip(x0, clip_range)
       eps = dfn.eps_from_x0(s, x, t_B, x0)
-    abar = s.alphas_cumprod[t]
     abar_prev = jnp.where(t_prev >= 0, s.alphas_cumprod[jnp.maximum(t_prev, 0)], 1.0)
+    if rng is None:
+      return jnp.sqrt(abar_prev) * x0 + jnp.sqrt(jnp.maximum(1.0 - abar_prev, 0.0)) * eps, None
+    abar = s.alphas_cumprod[t]
     sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev))
-    z = jax.random.normal(jax.random.fold_in(k_loop, t), shape, jnp.float32)
+    z = jax.random.normal(jax.random.fold_in(rng, t), shape, jnp.float32)
     x = (jnp.sqrt(abar_prev) * x0
          + jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma ** 2, 0.0)) * eps + sigma * z)
     return x, None
 
-  x, _ = jax.lax.scan(step, x, (jnp.asarray(taus[::-1]), jnp.asarray(prevs[::-1])))
+  x, _ = jax.lax.scan(step, x_T, (jnp.asarray(taus[::-1]), jnp.asarray(prevs[::-1])))
   return x
 
 

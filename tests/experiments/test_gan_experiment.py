@@ -63,7 +63,7 @@ def test_train_step_metrics_and_ema_formula():
   config.loss, config.gp.kind, config.gp.weight = 'wgan', 'wgan_gp', 10.0
   config.train.n_critic = 2
   nets = gan.GanNets(config, (8, 8, 1))
-  init_state, tx_g, tx_d = gan._state_fns(config, nets)  # pylint: disable=protected-access
+  init_state, tx_g, tx_d = gan.state_fns(config, nets)
   step_fn = gan.make_train_step(config, nets, (tx_g, tx_d))
   b = config.train.batch_size
   batch = {'image': jax.random.uniform(jax.random.key(0), (2 * b, 8, 8, 1), minval=-1,

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 from conftest import REPO, load_config
 from experiments import diffusion, gan, vae
-from genai.export import images
 from genai.export import tflite
 from genai.export import workdir as export_workdir
 from genai.objectives import diffusion as dfn
@@ -108,7 +107,7 @@ def test_diffusion_chain_equals_ddim_sample_with_eta_0(exported):
       samplers.guided_model_fn(apply, labels, num_classes=info['num_classes'], guidance=w),
       sched, shape, rng, num_steps=3, eta=0.0, prediction=config.diffusion.prediction)
   noise = jax.random.normal(jax.random.split(rng)[0], shape)
-  got = images.ddim_from_noise(
+  got = samplers.ddim_chain(
       samplers.guided_model_fn(apply, labels, num_classes=info['num_classes'],
                                guidance=jax.numpy.float32(w)), sched, noise,
       num_steps=3, prediction=config.diffusion.prediction)
