@@ -16,63 +16,32 @@ import json
 from typing import Any
 
 from absl import app
-import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-import optax
 
 from genai.data import images as images_lib
-from genai.models import classifier as classifier_lib
+from genai.evaluation import classification as classification_eval
+from genai.families import classifier as classifier_lib
+from genai.objectives import classification
 from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
+from genai.train import supervised
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
 
 def _loss_fn(model):
   def loss_fn(params, batch):
-    logits, _ = model.apply({'params': params}, batch['image'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == batch['label'])
-    return loss, accuracy
+    return classification.softmax_loss(model.apply({'params': params}, batch['image'])[0],
+                                       batch['label'])
   return loss_fn
 
 
 def make_eval_fn(model, batch_size: int):
   """(params, images [N,...], labels [N]) -> {'eval/accuracy', 'eval/loss'} on all N."""
-  @jax.jit
-  def sums(params, x, y, mask):
-    logits, _ = model.apply({'params': params}, x)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    return jnp.sum(nll * mask), jnp.sum((jnp.argmax(logits, -1) == y) * mask)
-
-  def evaluate(params, images, labels):
-    n = len(images)
-    out = []
-    for i in range(0, n, batch_size):  # Fixed shape: the last batch is padded and masked.
-      x, y = images[i:i + batch_size], labels[i:i + batch_size]
-      pad = batch_size - len(x)
-      mask = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      out.append(sums(params, x, y, mask))
-    out = jax.device_get(out)
-    return {'eval/accuracy': float(sum(c for _, c in out)) / n,
-            'eval/loss': float(sum(s for s, _ in out)) / n}
-
-  return evaluate
-
-
-def _state_fns(config, model, image_shape):
-  tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
-
-  def init_state(rng):
-    params = model.init(rng, jnp.zeros((1,) + tuple(image_shape), jnp.float32))['params']
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
-
-  return init_state, tx, schedule
+  return classification_eval.make_eval_fn(
+      lambda params, x: model.apply({'params': params}, x)[0], batch_size)
 
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -84,17 +53,10 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   model = classifier_lib.make_classifier(config.model, data.num_classes)
   classifier_lib.write_info(workdir, image_shape=data.image_shape,
                             value_range=data.value_range, num_classes=data.num_classes)
-  init_state, tx, schedule = _state_fns(config, model, data.image_shape)
-  loss_fn = _loss_fn(model)
-
-  def train_step(state, batch, rng):
-    del rng  # Deterministic model and data order (the iterator is seeded).
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], batch)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
-               'lr': schedule(state['step'])}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+  tx, schedule = make_optimizer(config.optimizer, tc.num_steps)
+  init_state = supervised.init_fn(model, jnp.zeros((1,) + tuple(data.image_shape), jnp.float32),
+                                  tx)
+  train_step = supervised.make_train_step(_loss_fn(model), tx, schedule)
 
   eval_fn = make_eval_fn(model, int(config.eval.batch_size))
 

@@ -78,7 +78,7 @@ def load_extractor(spec: str = 'inception', *, inception_weights: str | None = N
     return FeatureExtractor('inception', weights_hash,
                             inception.make_feature_fn(params, batch_size=batch_size))
   if spec.startswith('domain:'):
-    from genai.models import classifier  # pylint: disable=import-outside-toplevel
+    from genai.families import classifier  # pylint: disable=import-outside-toplevel
     workdir = spec[len('domain:'):]
     if not workdir:
       raise ValueError("--features domain: needs a classifier workdir: 'domain:WORKDIR' "

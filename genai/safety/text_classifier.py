@@ -245,13 +245,8 @@ class TextScorer:
     if n == 0:
       return np.zeros((0,), np.float32)
     size = self.batch_size if n >= self.batch_size else max(8, 1 << (n - 1).bit_length())
-    out = []
-    for i in range(0, n, size):
-      chunk = tokens_WT[i:i + size]
-      m = len(chunk)
-      if m < size:
-        chunk = np.concatenate([chunk, np.zeros((size - m, chunk.shape[1]), chunk.dtype)])
-      out.append(np.asarray(self._probs(self.params, chunk))[:m])
+    out = [np.asarray(self._probs(self.params, x))[:real]
+           for real, (x,) in batching.fixed_size_batches((tokens_WT,), size)]
     return np.concatenate(out).astype(np.float32)
 
   def __call__(self, texts: Sequence[str]) -> np.ndarray:
@@ -269,21 +264,11 @@ def load_classifier(workdir: str, step: int | None = None, batch_size: int = 256
   """The newest (or given) checkpoint of a workdir trained by experiments/text_classifier.py,
   as callable(texts) -> float32 [N] P(unsafe)."""
   from genai.train import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  from genai.train.checkpoints import Checkpointer  # pylint: disable=import-outside-toplevel
   config = workdir_lib.load_config(workdir, EXPERIMENT)
   model = make_model(config.model)
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False,
-                      read_only=True)
-  try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first: '
-                              f'python -m experiments.text_classifier --workdir {workdir} '
-                              '--config configs/text_classifier/moderation.py')
-    state, _ = ckpt.restore(step, None)  # Only params: no optimizer to rebuild.
-  finally:
-    ckpt.close()
-  params = jax.tree.map(np.asarray, state['params'])
+  params, step = workdir_lib.restore_params(
+      workdir, step, train_hint=f'train first: python -m experiments.text_classifier '
+      f'--workdir {workdir} --config configs/text_classifier/moderation.py')
   return TextScorer(model=model, params=params, max_len=int(config.data.max_len),
                     batch_size=int(batch_size), workdir=os.path.abspath(workdir),
                     step=int(step))

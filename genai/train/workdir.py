@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from genai.parallel import distributed
 from genai.parallel import mesh as mesh_lib
@@ -111,6 +112,23 @@ def newest_step(workdir: str) -> int:
   if step is None:
     raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; train first.')
   return step
+
+
+def restore_params(workdir: str, step: int | None = None, *,
+                   train_hint: str = 'train first.') -> tuple[Any, int]:
+  """(params as numpy arrays, step) of the newest (or given) checkpoint, read without an
+  abstract state (no optimizer to rebuild): for models loaded for inference only. With no
+  checkpoint yet: FileNotFoundError ending in `train_hint`."""
+  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False,
+                      read_only=True)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {workdir}/checkpoints yet; {train_hint}')
+    state, _ = ckpt.restore(step, None)
+  finally:
+    ckpt.close()
+  return jax.tree.map(np.asarray, state['params']), int(step)
 
 
 def restore_state(workdir: str, init_state: Callable[..., Any],

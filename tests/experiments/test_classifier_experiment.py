@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 
 from experiments import classifier as experiment
 from genai.data import images as images_lib
-from genai.models import classifier as classifier_lib
+from genai.families import classifier as classifier_lib
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/classifier/*.py'))
