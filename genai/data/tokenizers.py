@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from genai.data import gguf_file
+
 TOKENIZER_JSON = 'tokenizer.json'
 SP_MODEL_FILE = 'tokenizer.model'
 GPT2_RANKS_FILE = 'gpt2.tiktoken'
@@ -348,8 +350,7 @@ class HFTokenizer(Tokenizer):
     with open(path, 'rb') as f:
       is_gguf = f.read(4) == b'GGUF'
     if is_gguf:
-      from genai.pretrained import gguf  # pylint: disable=import-outside-toplevel
-      return cls.from_gguf_metadata(gguf.read_metadata(path), source=path)
+      return cls.from_gguf_metadata(gguf_file.read_metadata(path), source=path)
     with open(path, encoding='utf-8') as f:
       text = f.read()
     cfg_path = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
