@@ -16,16 +16,17 @@ import json
 from typing import Any
 
 from absl import app
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
+from genai.evaluation import classification as classification_eval
+from genai.objectives import classification
 from genai.parallel import mesh as mesh_lib
 from genai.safety import text_classifier as tc_lib
 from genai.train import cli
 from genai.train import loop
+from genai.train import supervised
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
@@ -41,40 +42,15 @@ def load_split(data_cfg: Any) -> dict[str, Any]:
 
 def _loss_fn(model):
   def loss_fn(params, batch):
-    logits_B2 = model.apply({'params': params}, batch['tokens'])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits_B2, batch['label']).mean()
-    accuracy = jnp.mean(jnp.argmax(logits_B2, -1) == batch['label'])
-    return loss, accuracy
+    return classification.softmax_loss(model.apply({'params': params}, batch['tokens']),
+                                       batch['label'])
   return loss_fn
 
 
 def make_eval_fn(model, batch_size: int):
   """(params, tokens_NT, labels_N) -> eval/{accuracy, loss, precision, recall} at p=0.5."""
-  @jax.jit
-  def sums(params, tokens_BT, labels_B, mask_B):
-    logits_B2 = model.apply({'params': params}, tokens_BT)
-    nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_B2, labels_B)
-    pred_B = jnp.argmax(logits_B2, -1)
-    tp = jnp.sum((pred_B == 1) & (labels_B == 1) & (mask_B > 0))
-    return (jnp.sum(nll_B * mask_B), jnp.sum((pred_B == labels_B) * mask_B), tp,
-            jnp.sum((pred_B == 1) * mask_B), jnp.sum((labels_B == 1) * mask_B))
-
-  def evaluate(params, tokens_NT, labels_N):
-    n = len(tokens_NT)
-    out = []
-    for i in range(0, n, batch_size):  # Fixed shape: the last batch is padded and masked.
-      x, y = tokens_NT[i:i + batch_size], labels_N[i:i + batch_size]
-      pad = batch_size - len(x)
-      mask = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
-      x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      out.append(sums(params, x, y, mask))
-    nll, correct, tp, pred_pos, pos = (float(sum(v)) for v in zip(*jax.device_get(out)))
-    return {'eval/accuracy': correct / n, 'eval/loss': nll / n,
-            'eval/precision': tp / pred_pos if pred_pos else 0.0,
-            'eval/recall': tp / pos if pos else 0.0}
-
-  return evaluate
+  return classification_eval.make_eval_fn(
+      lambda params, x: model.apply({'params': params}, x), batch_size, binary=True)
 
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
@@ -89,21 +65,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
       seed=config.seed)
   model = tc_lib.make_model(config.model)
   tx, schedule = make_optimizer(config.optimizer, tc.num_steps)
-
-  def init_state(rng):
-    params = model.init(rng, jnp.zeros((1, max_len), jnp.int32))['params']
-    return {'params': params, 'opt_state': tx.init(params), 'step': jnp.zeros((), jnp.int32)}
-
-  loss_fn = _loss_fn(model)
-
-  def train_step(state, batch, rng):
-    del rng  # Deterministic model and data order (the iterator is seeded).
-    (loss, accuracy), grads = jax.value_and_grad(loss_fn, has_aux=True)(state['params'], batch)
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = {'loss': loss, 'accuracy': accuracy, 'grad_norm': optax.tree.norm(grads),
-               'lr': schedule(state['step'])}
-    return {'params': params, 'opt_state': opt_state, 'step': state['step'] + 1}, metrics
+  init_state = supervised.init_fn(model, jnp.zeros((1, max_len), jnp.int32), tx)
+  train_step = supervised.make_train_step(_loss_fn(model), tx, schedule)
 
   eval_fn = make_eval_fn(model, int(config.eval.batch_size))
 

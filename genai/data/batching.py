@@ -46,3 +46,20 @@ def index_batches(num_items: int, *, batch_size: int, seed: int, shard_index: in
 
 def items_per_shard(num_items: int, shard_index: int, shard_count: int) -> int:
   return len(range(shard_index, num_items, shard_count))
+
+
+def fixed_size_batches(arrays: tuple[np.ndarray, ...], batch_size: int
+                       ) -> list[tuple[int, tuple[np.ndarray, ...]]]:
+  """Batches of `batch_size` rows over equally long `arrays`, the last one padded with
+  copies of the first row, so one compiled shape serves every batch of an evaluation.
+  [(number of real rows, padded arrays)]; callers mask or drop the padded rows' results."""
+  n = len(arrays[0])
+  if n < 1 or batch_size < 1:
+    raise ValueError(f'need at least one row and batch_size >= 1 (got {n} rows, '
+                     f'batch_size={batch_size}).')
+  out = []
+  for start in range(0, n, batch_size):
+    real = min(batch_size, n - start)
+    pad = np.zeros(batch_size - real, np.int64)
+    out.append((real, tuple(np.concatenate([a[start:start + real], a[pad]]) for a in arrays)))
+  return out
