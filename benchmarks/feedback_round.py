@@ -6,7 +6,7 @@
  3. Simulated raters: for --prompts prompts, ask for two samples (n=2) and prefer the one
     with the larger share of capital letters (the stated rule: "more SHOUTING speaker
     names"); post the preference with `POST /v1/feedback/preference`.
- 4. `python -m genai.feedback.retrain run --root R` (timed): a DPO stage from v1 on those
+ 4. `python -m experiments.retrain run --root R` (timed): a DPO stage from v1 on those
     pairs, the held-out and moderation checks, promotion.
  5. The server hot-reloads the promoted version; the same --eval_prompts x seeds are
     sampled from v1 (before) and v2 (after) through the server, and the capital share
@@ -77,7 +77,7 @@ def main() -> None:
     heldout = os.path.join(tmp, 'heldout.txt')
     with open(heldout, 'w', encoding='utf-8') as f:
       f.write(corpus[-20000:])
-    subprocess.run([sys.executable, '-m', 'genai.feedback.retrain', 'init', f'--root={root}',
+    subprocess.run([sys.executable, '-m', 'experiments.retrain', 'init', f'--root={root}',
                     f'--workdir={workdir}', f'--heldout={heldout}'], check=True,
                    stdout=subprocess.DEVNULL)
     proc = start(root, args.port)
@@ -101,7 +101,7 @@ def main() -> None:
             pairs += 1
         rate_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, '-m', 'genai.feedback.retrain', 'run', f'--root={root}',
+        r = subprocess.run([sys.executable, '-m', 'experiments.retrain', 'run', f'--root={root}',
                             f'--dpo_steps={args.dpo_steps}', f'--lr={args.lr}',
                             f'--dpo_beta={args.beta}', f'--dpo_sft_weight={args.sft_weight}',
                             f'--tolerance={args.tolerance}'],

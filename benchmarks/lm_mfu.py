@@ -23,6 +23,8 @@ import numpy as np
 from configs import common
 from configs.lm import base
 from experiments import lm
+from genai.families import lm as lm_family
+from genai.objectives import lm_objectives
 from genai.parallel import mesh as mesh_lib
 from genai.parallel import sharding
 from genai.train import loop
@@ -76,10 +78,11 @@ def main():
   c.train.batch_size = batch
   c.train.num_steps = 1000
   model = lm.make_model(c, pr['vocab'])
-  init_state, (tx, schedule) = lm.state_fns(c, model)
+  init_state, training = lm_family.state_fns(c, model)
   init, abstract = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
   state = init(jax.random.key(0))
-  step = loop.make_multi_step(lm.make_train_step(model, tx, schedule), jax.random.key(1), mesh,
+  train_step = lm.make_train_step(lm_objectives.make_loss_fn(c, model), training)
+  step = loop.make_multi_step(train_step, jax.random.key(1), mesh,
                               sharding.state_shardings(abstract))
   rng = np.random.default_rng(0)
   k = a.steps_per_call

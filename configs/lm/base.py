@@ -16,6 +16,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = 'lm'
   c.seed = 0
+  # The loss (genai/objectives/lm_objectives.py): 'next_token' | 'sft' | 'dpo' | 'distill';
+  # '' = from the data and teacher: data.source 'dpo_jsonl' -> 'dpo', a distill.teacher ->
+  # 'distill', 'sft_jsonl' -> 'sft', else 'next_token'. One that contradicts them is an error.
+  c.objective = ''
 
   c.data = ml_collections.ConfigDict()
   c.data.source = 'embedded'          # 'embedded' | 'files' | 'tfds' | 'sft_jsonl' (data.path:

@@ -37,7 +37,7 @@ class Registry:
   def _read(self) -> dict[str, Any]:
     if not self.exists():
       raise FileNotFoundError(f'{self.path} not found: create the registry with '
-                              f'`python -m genai.feedback.retrain init --root {self.root} '
+                              f'`python -m experiments.retrain init --root {self.root} '
                               '--workdir W --heldout FILE`.')
     with open(self.path) as f:
       return json.load(f)

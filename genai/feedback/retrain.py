@@ -2,10 +2,14 @@
 if it is not worse. One command, cron-friendly (exit 0 whether or not it promoted; non-zero
 only on errors); `python -m genai.serve --registry ROOT` serves whatever is current.
 
-  python -m genai.feedback.retrain init --root R --workdir W --heldout heldout.txt
-  python -m genai.feedback.retrain run --root R [--watch DIR] [--feedback_db URL]
-  python -m genai.feedback.retrain rollback --root R
-  python -m genai.feedback.retrain status --root R
+  python -m experiments.retrain init --root R --workdir W --heldout heldout.txt
+  python -m experiments.retrain run --root R [--watch DIR] [--feedback_db URL]
+  python -m experiments.retrain rollback --root R
+  python -m experiments.retrain status --root R
+
+The job receives its train function: `run(root, opts, train_fn)` and `main(argv, train_fn)`
+train each stage with `train_fn(config, workdir)` (experiments/retrain.py passes
+experiments.lm.train_and_evaluate); evaluation reads workdirs with genai.families.lm.
 
 `run`:
  1. Fresh data since the current version was made: text files in --watch modified since
@@ -28,6 +32,7 @@ only on errors); `python -m genai.serve --registry ROOT` serves whatever is curr
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import glob
 import json
@@ -40,10 +45,14 @@ import jax
 import ml_collections
 import numpy as np
 
+from genai.data import tokenizers
+from genai.families import lm
 from genai.feedback.registry import Registry
+from genai.sample.decode import generate
 from genai.train import workdir as workdir_lib
 
 HELDOUT = 'heldout.txt'
+TrainFn = Callable[[ml_collections.ConfigDict, str], Any]  # (config, workdir) -> final state
 
 
 @dataclasses.dataclass
@@ -135,6 +144,8 @@ def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps:
     c.dpo = ml_collections.ConfigDict({'beta': 0.1})
   if 'sft_weight' not in c.dpo:
     c.dpo.sft_weight = 0.0
+  if 'objective' not in c:  # a run saved before config.objective existed
+    c.objective = ''
   c.lock()  # a misspelt field below is an error, not a silently ignored new key
   c.model.init_from = f'workdir:{init_workdir}'
   c.optimizer.learning_rate = lr
@@ -156,13 +167,11 @@ def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps:
   return c
 
 
-def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions, out: str
-                 ) -> tuple[str | None, list[str]]:
-  """Runs the stages that have data, each from the previous one's result, into
-  out/stage1 (continue), out/stage_sft, out/stage2 (DPO); (candidate workdir or None,
+def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions, out: str,
+                 train_fn: TrainFn) -> tuple[str | None, list[str]]:
+  """Runs the stages that have data with `train_fn`, each from the previous one's result,
+  into out/stage1 (continue), out/stage_sft, out/stage2 (DPO); (candidate workdir or None,
   the stages run)."""
-  from experiments import lm  # pylint: disable=import-outside-toplevel
-  from genai.data import tokenizers  # pylint: disable=import-outside-toplevel
   base = workdir_lib.load_config(cur['workdir'], 'lm')
   start, stages = cur['workdir'], []
   with open(os.path.join(out, 'fresh.txt'), encoding='utf-8') as f:
@@ -170,25 +179,25 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
   # Stage 1 needs enough text for a training window beside its validation windows.
   if data['text_chars'] >= opts.min_text_chars and fresh_tokens > 4 * (base.data.block_size + 1):
     c = _stage_config(base, start, opts.steps, opts.lr)
-    c.data.source, c.data.path = 'files', os.path.join(out, 'fresh.txt')
+    c.objective, c.data.source, c.data.path = 'next_token', 'files', os.path.join(out, 'fresh.txt')
     c.data.val_fraction = 0.05
-    lm.train_and_evaluate(c, os.path.join(out, 'stage1'))
+    train_fn(c, os.path.join(out, 'stage1'))
     start, stages = os.path.join(out, 'stage1'), ['continue']
   if data['sft_rows'] >= opts.min_sft_rows:  # loss on the accepted/edited responses only
     c = _stage_config(base, start, opts.sft_steps, opts.lr)
-    c.data.source, c.data.path = 'sft_jsonl', os.path.join(out, 'sft.jsonl')
+    c.objective, c.data.source, c.data.path = 'sft', 'sft_jsonl', os.path.join(out, 'sft.jsonl')
     c.data.val_fraction = 0.0
     c.train.batch_size = min(c.train.batch_size, data['sft_rows'])
-    lm.train_and_evaluate(c, os.path.join(out, 'stage_sft'))
+    train_fn(c, os.path.join(out, 'stage_sft'))
     start, stages = os.path.join(out, 'stage_sft'), stages + ['sft']
   if data['dpo_pairs'] >= opts.min_pairs:
     c = _stage_config(base, start, opts.dpo_steps, opts.lr)
-    c.data.source, c.data.path = 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')
+    c.objective, c.data.source, c.data.path = 'dpo', 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')
     c.data.val_fraction = 0.0
     c.dpo.beta = opts.dpo_beta
     c.dpo.sft_weight = opts.dpo_sft_weight
     c.train.batch_size = min(c.train.batch_size, data['dpo_pairs'])
-    lm.train_and_evaluate(c, os.path.join(out, 'stage2'))
+    train_fn(c, os.path.join(out, 'stage2'))
     start, stages = os.path.join(out, 'stage2'), stages + ['dpo']
   return (start if stages else None), stages
 
@@ -198,8 +207,6 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
 def evaluate(workdir: str, heldout: str, opts: RetrainOptions) -> tuple[dict[str, Any], list[str]]:
   """Held-out loss, and the moderation flag rate of sampled continuations of prompts taken
   from the held-out text (`opts.samples` prompts of 8 tokens, one batched decode)."""
-  from experiments import lm  # pylint: disable=import-outside-toplevel
-  from genai.sample.decode import generate  # pylint: disable=import-outside-toplevel
   config, model, params, tok = lm.load_workdir(workdir)
   loss = lm.text_loss(model, params, tok, heldout, block_size=config.data.block_size)
   tokens = np.asarray(tok.encode(heldout))
@@ -226,7 +233,6 @@ def bias_gate(thresholds: str, report_dir: str):
   """A safety_gate: the counterfactual bias audit (genai.safety) of candidate and current,
   the candidate gated against `thresholds` with the current one as baseline; the
   candidate's report (Markdown/HTML with plots) is written to `report_dir`."""
-  from experiments import lm  # pylint: disable=import-outside-toplevel
   from genai.safety import audit  # pylint: disable=import-outside-toplevel
   limits = json.loads(open(thresholds).read() if os.path.exists(thresholds) else thresholds)
   pairs = audit.counterfactual_pairs(audit.DEFAULT_TEMPLATES)
@@ -261,9 +267,9 @@ def decide(cand: dict[str, Any], cur: dict[str, Any], opts: RetrainOptions,
   return not reasons, reasons
 
 
-def run(root: str, opts: RetrainOptions) -> dict[str, Any]:
-  """One retraining round; returns the registry entry it made (or {'skipped': reason})."""
-  from genai.data import tokenizers  # pylint: disable=import-outside-toplevel
+def run(root: str, opts: RetrainOptions, train_fn: TrainFn) -> dict[str, Any]:
+  """One retraining round, its stages trained with `train_fn(config, workdir)`; returns the
+  registry entry it made (or {'skipped': reason})."""
   reg = Registry(root)
   cur = reg.current()
   heldout_path = os.path.join(reg.root, HELDOUT)
@@ -273,7 +279,7 @@ def run(root: str, opts: RetrainOptions) -> dict[str, Any]:
   os.makedirs(out, exist_ok=True)
   t0 = time.perf_counter()
   data = gather(reg, cur, opts, out, tokenizers.load_tokenizer(cur['workdir']))
-  workdir, stages = train_stages(cur, data, opts, out)
+  workdir, stages = train_stages(cur, data, opts, out, train_fn)
   if workdir is None:
     return {'skipped': f"no fresh data since {time.ctime(data['since'])} (text "
                        f"{data['text_chars']} chars < {opts.min_text_chars}, "
@@ -298,9 +304,10 @@ def run(root: str, opts: RetrainOptions) -> dict[str, Any]:
 
 # =========================== Command line ===============================================
 
-def main(argv: list[str] | None = None) -> int:
-  import argparse  # pylint: disable=import-outside-toplevel
-  ap = argparse.ArgumentParser(prog='python -m genai.feedback.retrain', description=__doc__,
+def main(argv: list[str] | None, train_fn: TrainFn, prog: str = 'python -m experiments.retrain'
+         ) -> int:
+  """The command line (init, run, status, rollback); `run` trains with `train_fn`."""
+  ap = argparse.ArgumentParser(prog=prog, description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = ap.add_subparsers(dest='cmd', required=True)
   p = sub.add_parser('init', help='register a trained LM workdir as v1 (served)')
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
       opts = RetrainOptions(**{f.name: getattr(args, f.name)
                                for f in dataclasses.fields(RetrainOptions)
                                if f.name != 'safety_gate'})
-      print(json.dumps(run(args.root, opts), indent=1, default=str))
+      print(json.dumps(run(args.root, opts, train_fn), indent=1, default=str))
     elif args.cmd == 'rollback':
       print(json.dumps(reg.rollback(), indent=1))
     else:
@@ -337,10 +344,6 @@ def main(argv: list[str] | None = None) -> int:
           {k: v[k] for k in ('version', 'status', 'step', 'parent', 'reasons')}
           for v in reg.versions()]}, indent=1))
   except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-    print(f'genai.feedback.retrain: error: {e}', file=sys.stderr)
+    print(f'{prog}: error: {e}', file=sys.stderr)
     return 2
   return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -11,6 +11,12 @@ How: `adapters(...)` is a context manager around `model.apply` that hooks
 'layer_3/attn/qkv') matches `targets` (a regex, `re.search`) and adds the low-rank
 branch to its output. It is trace-time only: under jit and grad the adapters are ordinary
 arguments, so the step stays pure.
+
+`wrap(model, cfg)` is that model with the adapters as part of its params: its `apply` takes
+`LoraParams(base, adapters)` where the model takes params (and plain params as the model
+does), so a loss written against a model trains adapters unchanged: the trainable tree is
+`adapters`, the frozen base rides along in `base`. Reading and writing adapter files is
+genai/pretrained/adapters.py.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ import functools
 import math
 import re
 import zlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -116,13 +122,32 @@ def merge(params: Any, lora: dict[str, dict[str, Any]], cfg: LoraConfig) -> Any:
   return walk(nn.unbox(params), '')
 
 
-def save(lora: dict[str, dict[str, Any]], cfg: LoraConfig, path: str) -> None:
-  """The adapters alone as safetensors ('<module path>.lora_a/.lora_b') with rank, alpha
-  and targets in the metadata: a few MB beside a base model of hundreds."""
-  from genai.pretrained import safetensors_io  # pylint: disable=import-outside-toplevel
-  tensors = {}
-  for k, ab in lora.items():
-    tensors[f'{k}.lora_a'] = np.asarray(ab['a'], np.float32)
-    tensors[f'{k}.lora_b'] = np.asarray(ab['b'], np.float32)
-  safetensors_io.write(path, tensors, {'format': 'genai-lora', 'rank': str(cfg.rank),
-                                       'alpha': str(cfg.alpha), 'targets': cfg.targets})
+class LoraParams(NamedTuple):
+  """What a `wrap`ped model takes as params: the frozen base and the adapters over it."""
+  base: Any
+  adapters: dict[str, dict[str, jax.Array]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraModel:
+  """`model` whose `apply` adds the adapters of `LoraParams` params (see `wrap`)."""
+  model: Any
+  cfg: LoraConfig
+
+  def apply(self, variables, *args, rngs=None, **kwargs):
+    params = variables['params']
+    if not isinstance(params, LoraParams):
+      return self.model.apply(variables, *args, rngs=rngs, **kwargs)
+    rng = (rngs or {}).get('dropout')  # adapter dropout follows the model's dropout
+    with adapters(params.adapters, self.cfg, rng, deterministic=rng is None):
+      return self.model.apply({**variables, 'params': params.base}, *args, rngs=rngs, **kwargs)
+
+  def __getattr__(self, name):  # config, init, ... of the wrapped model
+    if name.startswith('__') or name in ('model', 'cfg'):
+      raise AttributeError(name)
+    return getattr(self.model, name)
+
+
+def wrap(model: Any, cfg: LoraConfig) -> LoraModel:
+  """`model` taking `LoraParams(base, adapters)` as params (plain params: the model alone)."""
+  return LoraModel(model, cfg)

@@ -8,11 +8,17 @@ policy pi_ref (the model the run started from):
 
 Sequence log-probabilities sum the response tokens only (the SFT mask: prompt and padding
 excluded). beta sets how far the policy may move from the reference (0.1 is usual).
+
+`dpo_objective` is the LM objective on preference batches (arrays [B, 2, T]: chosen, rejected),
+with the reference's params in `frozen['reference']`; `evaluate` scores held-out pairs.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def sequence_logprobs(logits_BTV: jax.Array, targets_BT: jax.Array, mask_BT: jax.Array
@@ -35,3 +41,48 @@ def dpo_loss(policy_chosen_B: jax.Array, policy_rejected_B: jax.Array,
   return loss, {'reward_chosen': jnp.mean(chosen_B), 'reward_rejected': jnp.mean(rejected_B),
                 'reward_margin': jnp.mean(margin_B),
                 'reward_accuracy': jnp.mean((margin_B > 0).astype(jnp.float32))}
+
+
+def make_logps(model: Any):
+  """(params, batch, rng=None) -> sequence log-probs [B, 2] of the chosen and rejected
+  responses (batch arrays [B, 2, T]), both through one forward pass of 2B rows."""
+  def logps(params, batch, rng=None):
+    b, two, t = batch['inputs'].shape
+    flat = lambda x: x.reshape(b * two, t)
+    rngs = None if rng is None else {'dropout': rng}
+    logits, _ = model.apply({'params': params}, flat(batch['inputs']),
+                            deterministic=rng is None, rngs=rngs)
+    return sequence_logprobs(logits, flat(batch['targets']), flat(batch['mask'])).reshape(b, two)
+  return logps
+
+
+def dpo_objective(model: Any, *, beta: float, sft_weight: float = 0.0):
+  """loss_fn(params, frozen, batch, rng) -> (DPO loss, {'dpo_reward_*', ...}) against the
+  frozen reference `frozen['reference']` (run without dropout, no gradient). `sft_weight`
+  adds that times the chosen responses' NLL per token (RPO, Pang et al. 2024), which keeps
+  DPO from lowering the likelihood of everything."""
+  logps = make_logps(model)
+
+  def loss_fn(params, frozen, batch, rng):
+    ref = jax.lax.stop_gradient(logps(frozen['reference'], batch))
+    pol = logps(params, batch, rng)
+    loss, aux = dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta)
+    if sft_weight:  # + NLL per token of the chosen responses (keeps them likely)
+      nll = -jnp.sum(pol[:, 0]) / jnp.maximum(jnp.sum(batch['mask'][:, 0]), 1.0)
+      loss, aux = loss + sft_weight * nll, {**aux, 'chosen_nll': nll}
+    return loss, {f'dpo_{k}': v for k, v in aux.items()}
+
+  return loss_fn
+
+
+def evaluate(model: Any, params: Any, reference: Any, batches, beta: float
+             ) -> dict[str, float]:
+  """Held-out DPO loss and preference accuracy (chosen more likely than rejected, as
+  implicit rewards) of `params` against `reference` over preference `batches`."""
+  logps = jax.jit(make_logps(model))
+  pol = np.concatenate([np.asarray(logps(params, b)) for b in batches])
+  refl = np.concatenate([np.asarray(logps(reference, b)) for b in batches])
+  loss, aux = dpo_loss(pol[:, 0], pol[:, 1], refl[:, 0], refl[:, 1], beta)
+  return {'val/dpo_loss': float(loss), 'val/reward_accuracy': float(aux['reward_accuracy']),
+          'val/reward_margin': float(aux['reward_margin']),
+          'val/logp_chosen_minus_rejected': float(np.mean(pol[:, 0] - pol[:, 1]))}

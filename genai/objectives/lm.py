@@ -1,4 +1,4 @@
-"""Next-token prediction loss for language models."""
+"""Next-token prediction loss for language models (pretraining, and SFT with its mask)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -33,5 +33,17 @@ def make_loss_fn(model: nn.Module) -> Callable[..., tuple[jax.Array, dict[str, j
     nll_sum = jnp.sum(nll_BT * mask_BT)
     num_tokens = jnp.sum(mask_BT)
     return nll_sum / jnp.maximum(num_tokens, 1.0), {'nll_sum': nll_sum, 'num_tokens': num_tokens}
+
+  return loss_fn
+
+
+def next_token_objective(model: nn.Module):
+  """The objective form of `make_loss_fn` (genai/objectives/lm_objectives.py):
+  loss_fn(params, frozen, batch, rng) -> (mean nll, {}); `frozen` is not read."""
+  nll = make_loss_fn(model)
+
+  def loss_fn(params, frozen, batch, rng):
+    del frozen
+    return nll(params, batch, rng)[0], {}
 
   return loss_fn

@@ -20,23 +20,38 @@ _DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
 _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
-def read(path: str) -> dict[str, np.ndarray]:
-  """{name: array} of one .safetensors file; floats of 16 bits come back as float32."""
+def _open(path: str):
   if not os.path.exists(path):
     raise FileNotFoundError(f'{path} does not exist.')
-  size = os.path.getsize(path)
-  with open(path, 'rb') as f:
-    raw = f.read(8)
-    if len(raw) < 8:
-      raise ValueError(f'{path} is not a safetensors file (only {size} bytes).')
-    (n,) = struct.unpack('<Q', raw)
-    if n > size - 8:
-      raise ValueError(f'{path} is not a safetensors file, or its header is truncated '
-                       f'(header of {n} bytes in a {size}-byte file).')
-    try:
-      header = json.loads(f.read(n))
-    except ValueError as e:
-      raise ValueError(f'{path}: the safetensors header is not valid JSON ({e}).') from None
+  return open(path, 'rb')
+
+
+def _read_header(f, path: str) -> dict:
+  """The JSON header of the open file `f`; the file is left at the data section."""
+  size = os.fstat(f.fileno()).st_size
+  raw = f.read(8)
+  if len(raw) < 8:
+    raise ValueError(f'{path} is not a safetensors file (only {size} bytes).')
+  (n,) = struct.unpack('<Q', raw)
+  if n > size - 8:
+    raise ValueError(f'{path} is not a safetensors file, or its header is truncated '
+                     f'(header of {n} bytes in a {size}-byte file).')
+  try:
+    return json.loads(f.read(n))
+  except ValueError as e:
+    raise ValueError(f'{path}: the safetensors header is not valid JSON ({e}).') from None
+
+
+def read_metadata(path: str) -> dict[str, str]:
+  """The header's "__metadata__" strings, without reading the tensors."""
+  with _open(path) as f:
+    return dict(_read_header(f, path).get('__metadata__') or {})
+
+
+def read(path: str) -> dict[str, np.ndarray]:
+  """{name: array} of one .safetensors file; floats of 16 bits come back as float32."""
+  with _open(path) as f:
+    header = _read_header(f, path)
     data = f.read()
   out = {}
   for name, info in header.items():

@@ -87,7 +87,8 @@ def _generations(args) -> int:
   if not os.path.isdir(workdir) or not os.path.isfile(os.path.join(workdir, 'tokenizer.json')):
     raise FileNotFoundError(f'--workdir {workdir!r} is not a genai LM workdir (no '
                             'tokenizer.json); train one with python -m experiments.lm first.')
-  from experiments import lm  # pylint: disable=import-outside-toplevel
+  # The model stack (checkpoints, tokenizers), which the dataset audit does not load.
+  from genai.families import lm  # pylint: disable=import-outside-toplevel
   groups = load_groups(args.groups) if args.groups else None
   templates = list(args.templates or DEFAULT_TEMPLATES)
   if args.templates_file:

@@ -15,7 +15,7 @@ from absl import flags
 flags.DEFINE_string('workdir', None, 'A trained genai workdir (LM, GAN, VAE or diffusion).')
 flags.DEFINE_string('pretrained', None, 'Instead of --workdir: smollm2, hf:DIR or gguf:FILE.')
 flags.DEFINE_string('registry', None, 'Instead of --workdir: a model registry root '
-                    '(genai.feedback.retrain); serves its current version and follows '
+                    '(python -m experiments.retrain); serves its current version and follows '
                     'promotions and rollbacks.')
 flags.DEFINE_string('name', None, 'Model name in the API (default: the workdir folder name).')
 flags.DEFINE_string('host', '127.0.0.1', 'Address to bind (0.0.0.0 for every interface).')

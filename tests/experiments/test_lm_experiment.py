@@ -14,6 +14,7 @@ import tensorflow_datasets as tfds
 
 from conftest import REPO, SHARED
 from experiments import lm
+from genai.families import lm as lm_family
 from genai.train.checkpoints import Checkpointer
 
 GPT2_RANKS = SHARED / 'data/gpt2_bpe/gpt2.tiktoken'
@@ -58,13 +59,13 @@ def test_sampling_and_bleu_from_a_trained_workdir(tmp_path):
   config.eval.bleu_file = str(bleu_file)
   workdir = str(tmp_path / 'w')
   lm.train_and_evaluate(config, workdir)
-  texts = lm.sample(workdir, 'The ', num_tokens=20, num_samples=3, temperature=1.0, top_k=5,
-                    top_p=0.9, seed=0)
+  texts = lm_family.sample(workdir, 'The ', num_tokens=20, num_samples=3, temperature=1.0,
+                           top_k=5, top_p=0.9, seed=0)
   assert len(texts) == 3 and all(t.startswith('The ') and len(t) == 24 for t in texts)
-  assert texts == lm.sample(workdir, 'The ', num_tokens=20, num_samples=3, temperature=1.0,
-                            top_k=5, top_p=0.9, seed=0)
+  assert texts == lm_family.sample(workdir, 'The ', num_tokens=20, num_samples=3,
+                                   temperature=1.0, top_k=5, top_p=0.9, seed=0)
   with pytest.raises(ValueError, match='not in its vocabulary'):
-    lm.sample(workdir, '\u6771\u4eac', num_tokens=5)
+    lm_family.sample(workdir, '\u6771\u4eac', num_tokens=5)
 
 
 def _cmd(workdir, *overrides):
@@ -75,7 +76,7 @@ def _cmd(workdir, *overrides):
 
 
 def _final_params(workdir):
-  _, _, params, _ = lm.load_workdir(str(workdir))
+  _, _, params, _ = lm_family.load_workdir(str(workdir))
   return jax.tree.leaves(params)
 
 
@@ -145,12 +146,12 @@ def test_bad_config_key_on_the_command_line(tmp_path):
 def test_model_max_len_defaults_to_the_block_and_can_be_raised():
   config = _load_config(REPO / 'configs/lm/pydoc_char.py')
   block = config.data.block_size
-  assert lm.make_model(config, 11).config.max_len == block
+  assert lm_family.make_model(config, 11).config.max_len == block
   config.model.max_len = 4 * block  # sample past the training block
-  assert lm.make_model(config, 11).config.max_len == 4 * block
+  assert lm_family.make_model(config, 11).config.max_len == 4 * block
   config.model.max_len = block - 1
   with pytest.raises(ValueError, match='raise model.max_len'):
-    lm.make_model(config, 11)
+    lm_family.make_model(config, 11)
 
 
 @pytest.mark.parametrize('overrides, error, match', [
@@ -182,7 +183,7 @@ def test_empty_corpus_error(tmp_path):
 
 def test_sampling_a_directory_that_is_not_a_workdir(tmp_path):
   with pytest.raises(FileNotFoundError, match='config.json'):
-    lm.sample(str(tmp_path), 'a', num_tokens=3)
+    lm_family.sample(str(tmp_path), 'a', num_tokens=3)
 
 
 def test_sampling_command_line_with_moderation(lm_workdir, tmp_path):

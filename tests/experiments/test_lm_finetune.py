@@ -9,6 +9,7 @@ import pytest
 
 from configs.lm import pydoc_char
 from experiments import lm
+from genai.families import lm as lm_family
 from genai.data import sft
 from genai.data import tokenizers
 from genai.pretrained import hf
@@ -33,7 +34,7 @@ def base_workdir(tmp_path_factory):
 
 
 def _params(wd):
-  return jax.tree.map(np.asarray, lm.load_workdir(wd)[2])
+  return jax.tree.map(np.asarray, lm_family.load_workdir(wd)[2])
 
 
 def test_lora_trains_only_adapters_and_merges_for_sampling(base_workdir, tmp_path):
@@ -54,7 +55,7 @@ def test_lora_trains_only_adapters_and_merges_for_sampling(base_workdir, tmp_pat
                 - base['layer_0']['attn']['qkv']['kernel']).max() > 0
   np.testing.assert_array_equal(merged['layer_0']['mlp']['fc_out']['kernel'],
                                 base['layer_0']['mlp']['fc_out']['kernel'])
-  assert lm.sample(wd, 'The ', num_tokens=5)[0].startswith('The ')
+  assert lm_family.sample(wd, 'The ', num_tokens=5)[0].startswith('The ')
 
 
 def test_freeze_regex_keeps_matching_params(base_workdir, tmp_path):
@@ -113,8 +114,8 @@ def test_export_hf_of_a_workdir_loads_in_transformers(base_workdir, tmp_path):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
   out = str(tmp_path / 'hf')
-  lm.export_hf(base_workdir, out)
-  _, model, params, tok = lm.load_workdir(base_workdir)
+  lm_family.export_hf(base_workdir, out)
+  _, model, params, tok = lm_family.load_workdir(base_workdir)
   back = transformers.LlamaForCausalLM.from_pretrained(out).eval()
   tokens = tok.encode('The quick brown fox')[None]
   with torch.no_grad():
@@ -153,7 +154,7 @@ def test_distillation_from_a_teacher_workdir(base_workdir, tmp_path):
   assert state['params']['embed']['embedding'].shape[1] == 16
   assert state['params']['embed']['embedding'].shape[0] == teacher['embed']['embedding'].shape[0]
   # The student workdir samples with the teacher's tokenizer, without loading the teacher.
-  assert lm.sample(wd, 'The ', num_tokens=3)[0].startswith('The ')
+  assert lm_family.sample(wd, 'The ', num_tokens=3)[0].startswith('The ')
   with pytest.raises(ValueError, match='distill.alpha=1.5'):
     lm.train_and_evaluate(_config(**{'distill.teacher': f'workdir:{base_workdir}',
                                      'distill.alpha': 1.5}), str(tmp_path / 'bad'))

@@ -10,9 +10,9 @@ import tensorflow as tf
 
 from conftest import REPO, load_config
 from experiments import lm
-from genai.export import text
 from genai.export import tflite
 from genai.export import workdir as export_workdir
+from genai.families import lm as lm_family
 from genai.models.transformer import init_cache
 from genai.sample import decode
 
@@ -31,7 +31,7 @@ def exported(tmp_path_factory):
   config.optimizer.warmup_steps = 1
   config.eval.sample_tokens = 0
   lm.train_and_evaluate(config, str(root / 'w'))
-  _, model, params, _ = lm.load_workdir(str(root / 'w'))
+  _, model, params, _ = lm_family.load_workdir(str(root / 'w'))
   out = str(root / 'out')
   info = export_workdir.export_workdir(str(root / 'w'), out, format='both', quantize='int8',
                                        batch_size=B, prompt_len=P, num_tokens=N)
@@ -113,7 +113,7 @@ def test_generate_sampling_reproduces_jax_for_a_seed(exported, loaded):
   run = lambda x: loaded.signatures['generate'](
       **{k: tf.constant(v) for k, v in x.items()})['tokens'].numpy()
   got = run(inputs)
-  want = jax.jit(text.generate_fn(model, N))(params, inputs)['tokens']
+  want = jax.jit(lm_family.generate_fn(model, N))(params, inputs)['tokens']
   np.testing.assert_array_equal(got, np.asarray(want))
   assert not np.array_equal(got, run(dict(inputs, seed=np.int32(8))))
 
@@ -133,6 +133,6 @@ def test_tflite_decode_step_float_and_int8(exported):
 def test_bad_shapes_are_clear_errors(exported):
   model = exported[0]
   with pytest.raises(ValueError, match='exceeds the model context'):
-    text.signatures(model, prompt_len=model.config.max_len, num_tokens=1)
+    lm_family.signatures(model, prompt_len=model.config.max_len, num_tokens=1)
   with pytest.raises(ValueError, match='--batch_size=0 must be >= 1'):
-    text.signatures(model, batch_size=0, prompt_len=2, num_tokens=2)
+    lm_family.signatures(model, batch_size=0, prompt_len=2, num_tokens=2)

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from experiments import lm
+from experiments import retrain as retrain_cli
 from genai.feedback import retrain
 from genai.feedback.registry import Registry
+
+TRAIN = lm.train_and_evaluate  # the retrain job's train function (experiments/retrain.py's)
 
 
 def pydoc_text():
@@ -25,8 +29,8 @@ def root(tmp_path, lm_workdir):
   served = tmp_path / 'served'
   shutil.copytree(lm_workdir, served)
   r = tmp_path / 'registry'
-  assert retrain.main(['init', f'--root={r}', f'--workdir={served}',
-                       f'--heldout={_write(tmp_path / "h.txt", pydoc_text()[-6000:])}']) == 0
+  assert retrain_cli.main(['init', f'--root={r}', f'--workdir={served}',
+                           f'--heldout={_write(tmp_path / "h.txt", pydoc_text()[-6000:])}']) == 0
   return str(r)
 
 
@@ -63,10 +67,10 @@ def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(root, tmp_path)
   opts = retrain.RetrainOptions(watch=str(watch), steps=30, lr=3e-3, samples=4,
                                 sample_tokens=8)
   # Nothing new yet: no candidate.
-  assert 'skipped' in retrain.run(root, opts)
+  assert 'skipped' in retrain.run(root, opts, TRAIN)
   # Fresh text like the corpus: continuing training lowers the held-out loss.
   _write(watch / 'more.txt', pydoc_text()[20000:60000])
-  entry = retrain.run(root, opts)
+  entry = retrain.run(root, opts, TRAIN)
   assert entry['status'] == 'promoted', entry['reasons']
   m = entry['metrics']
   assert m['candidate']['heldout_loss'] < m['current']['heldout_loss']
@@ -79,14 +83,14 @@ def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(root, tmp_path)
   vocab = sorted(set(pydoc_text()) - {'\r'})
   _write(watch / 'noise.txt', ''.join(rng.choice(vocab, 30000)))
   bad = retrain.run(root, retrain.RetrainOptions(watch=str(watch), steps=30, lr=3e-2,
-                                                 samples=4, sample_tokens=8))
+                                                 samples=4, sample_tokens=8), TRAIN)
   assert bad['status'] == 'rejected' and 'held-out loss' in bad['reasons'][0]
   assert bad['data']['files'] == [str(watch / 'noise.txt')]  # only files newer than v2
   assert Registry(root).served_version() == 'v2'
   # Rollback to v1 through the CLI; status lists the three versions.
-  assert retrain.main(['rollback', f'--root={root}']) == 0
+  assert retrain_cli.main(['rollback', f'--root={root}']) == 0
   assert Registry(root).served_version() == 'v1'
-  r = subprocess.run([sys.executable, '-m', 'genai.feedback.retrain', 'status', f'--root={root}'],
+  r = subprocess.run([sys.executable, '-m', 'experiments.retrain', 'status', f'--root={root}'],
                      cwd=REPO, capture_output=True, text=True, timeout=120)
   status = json.loads(r.stdout)
   assert status['current'] == 'v1'
@@ -110,8 +114,8 @@ def test_server_follows_the_registry(root, lm_workdir):
 
 
 def test_cli_errors(tmp_path):
-  assert retrain.main(['run', f'--root={tmp_path}']) == 2
-  r = subprocess.run([sys.executable, '-m', 'genai.feedback.retrain', 'rollback',
+  assert retrain_cli.main(['run', f'--root={tmp_path}']) == 2
+  r = subprocess.run([sys.executable, '-m', 'experiments.retrain', 'rollback',
                       f'--root={tmp_path}'], cwd=REPO, capture_output=True, text=True,
                      timeout=120)
   assert r.returncode == 2 and 'retrain init' in r.stderr and 'Traceback' not in r.stderr
@@ -130,7 +134,7 @@ def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
   # counterfactual prompts must shrink by 100 nats): the candidate is refused for it.
   entry = retrain.run(root, retrain.RetrainOptions(
       dpo_steps=10, samples=4, sample_tokens=8, tolerance=1.0,
-      audit_gate='{"max_mean_abs_loglik_gap_increase": -100}'))
+      audit_gate='{"max_mean_abs_loglik_gap_increase": -100}'), TRAIN)
   # One accepted response is below min_sft_rows: DPO only.
   assert entry['data']['dpo_pairs'] == 8 and entry['data']['sft_rows'] == 1
   assert entry['data']['stages'] == ['dpo']
@@ -150,7 +154,7 @@ def test_accepted_and_edited_responses_drive_an_sft_stage(root):
       store.add_rating(f'g{i}', 0, +1)
       store.add_edit(f'g{i}', 1, 'object')
   entry = retrain.run(root, retrain.RetrainOptions(sft_steps=6, samples=4, sample_tokens=8,
-                                                   tolerance=1.0))
+                                                   tolerance=1.0), TRAIN)
   assert entry['data']['sft_rows'] == 12 and entry['data']['stages'] == ['sft']
   assert entry['status'] == 'promoted', entry['reasons']
   assert entry['workdir'].endswith('stage_sft')

@@ -77,3 +77,37 @@ def test_bad_lora_config_errors():
     lora_lib.init(params, lora_lib.LoraConfig(targets='nope'), jax.random.key(0))
   with pytest.raises(ValueError, match='lora.rank=0'):
     lora_lib.init(params, lora_lib.LoraConfig(rank=0), jax.random.key(0))
+
+
+def test_wrapped_model_takes_base_and_adapters_as_its_params():
+  model, tokens, params, cfg, ad = _setup()
+  ad = jax.tree.map(lambda x: x + 0.05, ad)
+  wrapped = lora_lib.wrap(model, cfg)
+  assert wrapped.config is model.config
+  # Plain params: the model alone; LoraParams: the adapters added, as under `adapters`.
+  np.testing.assert_array_equal(wrapped.apply({'params': params}, tokens)[0],
+                                model.apply({'params': params}, tokens)[0])
+  with lora_lib.adapters(ad, cfg):
+    want = model.apply({'params': params}, tokens)[0]
+  pair = lora_lib.LoraParams(params, ad)
+  np.testing.assert_array_equal(wrapped.apply({'params': pair}, tokens)[0], want)
+  # Gradients w.r.t. the adapters through the wrapper equal those under the context.
+  loss = lambda a: jnp.sum(wrapped.apply({'params': lora_lib.LoraParams(params, a)},
+                                         tokens)[0] ** 2)
+
+  def loss_ctx(a):
+    with lora_lib.adapters(a, cfg):
+      return jnp.sum(model.apply({'params': params}, tokens)[0] ** 2)
+
+  jax.tree.map(np.testing.assert_array_equal, jax.grad(loss)(ad), jax.grad(loss_ctx)(ad))
+
+
+def test_adapter_file_round_trip(tmp_path):
+  from genai.pretrained import adapters as adapters_io  # pylint: disable=g-import-not-at-top
+  _, _, _, cfg, ad = _setup()
+  ad = jax.tree.map(lambda x: x + 0.5, ad)
+  path = str(tmp_path / 'adapter.safetensors')
+  adapters_io.save(ad, cfg, path)
+  back, back_cfg = adapters_io.load(path)
+  assert back_cfg == lora_lib.LoraConfig(rank=4, alpha=8.0, targets=cfg.targets)
+  jax.tree.map(np.testing.assert_array_equal, back, jax.tree.map(np.asarray, ad))

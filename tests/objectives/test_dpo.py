@@ -10,6 +10,7 @@ import pytest
 
 from conftest import REPO, load_config
 from genai.data import preferences
+from genai.families import lm as lm_family
 from genai.objectives import dpo
 
 
@@ -55,11 +56,11 @@ def test_preferred_responses_become_more_likely(lm_workdir, tmp_path):
   state = lm.train_and_evaluate(config, workdir)
   assert 'reference' in state
   # The reference stayed frozen; the policy moved.
-  _, _, before, _ = lm.load_workdir(lm_workdir)
+  _, _, before, _ = lm_family.load_workdir(lm_workdir)
   assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state['reference']),
                                                   jax.tree.leaves(before)))
-  _, model, _, tokenizer = lm.load_workdir(workdir)
-  logps = jax.jit(lm.make_dpo_logps(model))
+  _, model, _, tokenizer = lm_family.load_workdir(workdir)
+  logps = jax.jit(dpo.make_logps(model))
   batch = preferences.encode_pairs(rows[:8], tokenizer, 32)
   gap_before = np.asarray(logps(before, batch))
   gap_after = np.asarray(logps(state['params'], batch))
