@@ -13,7 +13,8 @@ distilled student workdir if given. Columns: parameters (non-zero for pruned mod
 bytes on disk (the safetensors file of the weights as stored: float32, int8/int4 + scales;
 pruned weights are stored dense, so their bytes do not shrink), forward tokens/s on the
 validation batches, and validation perplexity on the whole validation split of the run's
-own data. One JSON line per row, then the Markdown table.
+own data. One JSON line per row, then the Markdown table; writes the result file
+(benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import results as results_lib
 from experiments import lm
 from genai.compress import pruning
 from genai.compress import quantize as qz
@@ -68,6 +70,20 @@ def _file_bytes(tensors, tmp, name):
   return os.path.getsize(path)
 
 
+def headline(fig: dict) -> dict:
+  models = list(dict.fromkeys(k.rsplit('.', 1)[0] for k in fig if k.endswith('.bytes')))
+  base = 'float32 (original)'
+  picked = [next((m for m in models if pick(m)), None) for pick in (
+      lambda m: m == 'int8', lambda m: m.startswith('int4 g32 symmetric after'),
+      lambda m: m.startswith('pruned 50% +'))]
+  parts = [f'{m}: {fig[m + ".bytes"]:,} B, ppl {fig[m + ".ppl_change_pct"]:+.2f}%'
+           for m in picked if m]
+  return {'quality': f'float32 {fig[base + ".bytes"]:,} B, ppl {fig[base + ".val_ppl"]:.4f}; '
+                     + '; '.join(parts),
+          'speed': 'forward tokens/s: ' + ', '.join(
+              f'{m} {fig[m + ".tokens_per_s"]:,}' for m in (base, 'int8') if m in models)}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument('--workdir', required=True)
@@ -77,6 +93,7 @@ def main():
   p.add_argument('--recovery_lr', type=float, default=3e-4)
   p.add_argument('--qat_steps', type=int, default=200)
   p.add_argument('--out', default='')
+  results_lib.add_args(p, 'compress_report')
   a = p.parse_args()
 
   config, model, params, tokenizer = lm.load_workdir(a.workdir)
@@ -141,13 +158,23 @@ def main():
         _file_bytes(s_params, tmp, 'student'),
         _score(lambda x: s_model.apply({'params': s_params}, x)[0], batches))
   base = rows[0]['val_ppl']
-  print(f'\nCompression report of {a.workdir} ({sum(b["targets"].size for b in batches):,} '
-        f'validation tokens, {jax.devices()[0].device_kind})')
-  print('| model | parameters | bytes on disk | tokens/s (forward) | val perplexity | change |')
-  print('|---|---|---|---|---|---|')
   for r in rows:
-    print(f'| {r["model"]} | {r["params"]:,} | {r["bytes"]:,} | {r["tokens_per_s"]:,} | '
-          f'{r["val_ppl"]:.4f} | {100 * (r["val_ppl"] / base - 1):+.2f}% |')
+    r['ppl_change_pct'] = round(100 * (r['val_ppl'] / base - 1), 2)
+  title = (f'Compression report of {a.workdir} ({sum(b["targets"].size for b in batches):,} '
+           f'validation tokens, {jax.devices()[0].device_kind})')
+  columns = ['model', 'parameters', 'bytes on disk', 'tokens/s (forward)', 'val perplexity',
+             'change']
+  cells = [[r['model'], f'{r["params"]:,}', f'{r["bytes"]:,}', f'{r["tokens_per_s"]:,}',
+            f'{r["val_ppl"]:.4f}', f'{r["ppl_change_pct"]:+.2f}%'] for r in rows]
+  print(f'\n{title}')
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {f'{r["model"]}.{k}': v for r in rows for k, v in r.items() if k != 'model'}
+  results_lib.write(a.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)],
+                    config={k: v for k, v in vars(a).items()
+                            if k not in ('results_dir', 'result_name')},
+                    results_dir=a.results_dir)
   if a.out:
     with open(a.out, 'w') as f:
       json.dump(rows, f, indent=1)

@@ -11,7 +11,8 @@ evaluating the held-out loss every --eval_every steps. Then draws --num_samples 
 the EMA params (--sampler, --sample_steps, --eta; compile timed apart) and writes
 `<out>/samples.npz` (uint8 [N, 28, 28, 1], for FID), `<out>/grid.png` (the first 64) and
 `<out>/result.json`. Prints the JSON: steps, wall time, examples/s, ms/step, peak RSS,
-final train and held-out losses, sampling seconds per image.
+final train and held-out losses, sampling seconds per image; writes the result file
+(benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import results as results_lib
 from experiments import diffusion
 from genai.objectives import diffusion as dfn
 from genai.sample import image_files
@@ -51,6 +53,16 @@ def define_flags() -> None:
   flags.DEFINE_float('eta', 0.0, 'DDIM eta.')
   flags.DEFINE_float('guidance', 0.0, 'Guidance scale (class-conditional configs).')
   flags.DEFINE_integer('sample_batch', 500, 'Images per jitted sampling call.')
+  results_lib.define_flags('diffusion_mnist')
+
+
+def headline(fig: dict) -> dict:
+  s = lambda key: fig[f'sampling.{key}']
+  return {'quality': f'{fig["steps"]:,} steps; held-out loss (EMA) '
+                     f'{fig["final_eval_loss_ema"]:.4f}; {s("num_samples"):,} samples',
+          'speed': f'{fig["examples_per_sec"]:,} examples/s training; {s("sampler")}-'
+                   f'{s("steps")} sampling {s("ms_per_image")} ms/image',
+          'memory': f'{fig["peak_rss_mib"]:,} MiB'}
 
 
 def _peak_rss_mib() -> int:
@@ -156,6 +168,10 @@ def main(argv):
     json.dump(result, fh, indent=1)
   print(json.dumps({k: v for k, v in result.items() if k not in ('train_loss_log',)},
                    indent=1))
+  figures = results_lib.flatten({k: v for k, v in result.items() if k not in (
+      'config', 'eval_curve', 'train_loss_log', 'machine')})
+  results_lib.write(f.result_name, figures, headline=headline(figures), config=result['config'],
+                    results_dir=f.results_dir)
 
 
 if __name__ == '__main__':

@@ -8,13 +8,12 @@
 Builds the config's backbone for 28x28x1 images (--image_shape), then times one jitted
 step of the experiment's own loss + optimizer update on a random batch of
 config.train.batch_size (best and median of --repeats after a compile call), and one jitted
-forward pass of --forward_batch images (what each sampler step costs). Prints one JSON object.
+forward pass of --forward_batch images (what each sampler step costs). Prints one JSON object
+and writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 
 from absl import app
@@ -25,6 +24,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from benchmarks import results as results_lib
 from experiments import diffusion
 from genai.objectives import diffusion as dfn
 from genai.train.optimizers import make_optimizer
@@ -34,6 +34,15 @@ config_flags.DEFINE_config_file('config', 'configs/diffusion/mnist.py:path=../sh
 _SHAPE = flags.DEFINE_list('image_shape', ['28', '28', '1'], 'H,W,C of the images.')
 _REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed train steps after the compile call.')
 _FORWARD = flags.DEFINE_integer('forward_batch', 500, 'Images per timed forward pass.')
+results_lib.define_flags('diffusion_step_speed')
+
+
+def headline(fig: dict) -> dict:
+  fwd = next(k for k in fig if k.startswith('forward_ms_batch'))
+  return {'speed': f'train step {fig["train_step_ms_best"]} ms (batch {fig["batch_size"]}, best; '
+                   f'median {fig["train_step_ms_median"]}), forward {fig[fwd]} '
+                   f'ms per {fwd[len("forward_ms_batch"):]} images; '
+                   f'{fig["params_millions"]}M params'}
 
 
 def _timed(fn, *args):
@@ -77,18 +86,19 @@ def main(argv):
   tf = jnp.full((_FORWARD.value,), 500.0)
   _timed(fwd, params, xf, tf)
   forward_s, _ = _timed(fwd, params, xf, tf)
-  print(json.dumps({
+  figures = {
       'backbone': config.model.backbone,
-      'backbone_config': config.model.get(config.model.backbone).to_dict(),
       'params_millions': round(n_params / 1e6, 3),
       'batch_size': b,
       'compile_and_first_step_s': round(compile_s, 1),
       'train_step_ms_best': round(1e3 * min(times), 1),
       'train_step_ms_median': round(1e3 * float(np.median(times)), 1),
       f'forward_ms_batch{_FORWARD.value}': round(1e3 * forward_s, 1),
-      'machine': f'{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} '
-                 f'{jax.devices()[0].platform}',
-  }, indent=1, default=str))
+  }
+  backbone = config.model.get(config.model.backbone).to_dict()
+  print(json.dumps(figures | {'backbone_config': backbone}, indent=1, default=str))
+  results_lib.write(flags.FLAGS.result_name, figures, headline=headline(figures),
+                    config={'backbone_config': backbone}, results_dir=flags.FLAGS.results_dir)
 
 
 if __name__ == '__main__':

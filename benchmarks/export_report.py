@@ -16,7 +16,7 @@ Columns: SavedModel bytes on disk; TFLite float / int8 (dynamic range) bytes; me
 latency of --iters calls after --warmup calls of JAX jit, the loaded SavedModel signature
 (tf.saved_model.load), and the TFLite float and int8 files (ai_edge_litert Interpreter,
 one thread per core), batch 1; max |output - JAX| (decode: logits; images: float images),
-and its mean for int8.
+and its mean for int8. Writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import results as results_lib
 from configs.diffusion import mnist as diffusion_mnist
 from configs.gan import mnist as gan_mnist
 from configs.vae import mnist as vae_mnist
@@ -139,6 +140,21 @@ def report(name: str, built, tmp: str, *, warmup: int, iters: int) -> dict[str, 
   return row
 
 
+def headline(fig: dict) -> dict:
+  models = [k[:-len('.call')] for k in fig if k.endswith('.call')]
+  f = lambda m, key: fig[f'{m}.{key}']
+  return {'quality': '; '.join(
+              f'{m}: max diff {f(m, "tf_max_diff"):.1e} / {f(m, "tflite_float_max_diff"):.1e} / '
+              f'{f(m, "tflite_int8_max_diff"):.1e} (mean {f(m, "tflite_int8_mean_diff"):.1e})'
+              for m in models if m == 'lm'),
+          'speed': '; '.join(f'{m} {f(m, "call")}: JAX {f(m, "jax_ms"):.2f} ms, TFLite float '
+                             f'{f(m, "tflite_float_ms"):.2f} / int8 {f(m, "tflite_int8_ms"):.2f} ms'
+                             for m in models),
+          'memory': '; '.join(f'{m}: SavedModel {f(m, "saved_model_MB"):.2f} MB, TFLite '
+                              f'{f(m, "tflite_float_MB"):.2f} / {f(m, "tflite_int8_MB"):.2f} MB'
+                              for m in models)}
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--lm_workdir', default=None,
@@ -147,6 +163,7 @@ def main() -> None:
   parser.add_argument('--warmup', type=int, default=5)
   parser.add_argument('--iters', type=int, default=50)
   parser.add_argument('--models', default='lm,gan,vae,diffusion')
+  results_lib.add_args(parser, 'export_report')
   args = parser.parse_args()
   builders = {'lm': lambda: _lm(args.lm_workdir), 'gan': _gan, 'vae': _vae,
               'diffusion': lambda: _diffusion(args.diffusion_steps)}
@@ -154,19 +171,30 @@ def main() -> None:
   with tempfile.TemporaryDirectory() as tmp:
     for name in args.models.split(','):
       rows.append(report(name, builders[name](), tmp, warmup=args.warmup, iters=args.iters))
-  print(f'\n{os.cpu_count()} CPU cores; latency = median of {args.iters} calls after '
-        f'{args.warmup} warmup, batch 1; diff = max |output - JAX| (int8: also the mean)\n')
-  print('| model | call | params | SavedModel MB | TFLite MB float / int8 | JAX ms | '
-        'SavedModel ms | TFLite float ms | TFLite int8 ms | diff SavedModel / float / int8 |')
-  print('|---|---|---|---|---|---|---|---|---|---|')
+  title = (f'{os.cpu_count()} CPU cores; latency = median of {args.iters} calls after '
+           f'{args.warmup} warmup, batch 1; diff = max |output - JAX| (int8: also the mean)')
+  columns = ['model', 'call', 'params', 'SavedModel MB', 'TFLite MB float / int8', 'JAX ms',
+             'SavedModel ms', 'TFLite float ms', 'TFLite int8 ms',
+             'diff SavedModel / float / int8']
+  cells = []
   for r in rows:
-    steps = f' ({args.diffusion_steps} DDIM steps)' if r['model'] == 'diffusion' else ''
-    call = r['call'] + steps
-    print(f"| {r['model']} | {call} | {r['params'] / 1e6:.2f}M | {r['saved_model_MB']:.2f} | "
-          f"{r['tflite_float_MB']:.2f} / {r['tflite_int8_MB']:.2f} | {r['jax_ms']:.2f} | "
-          f"{r['tf_ms']:.2f} | {r['tflite_float_ms']:.2f} | {r['tflite_int8_ms']:.2f} | "
-          f"{r['tf_max_diff']:.1e} / {r['tflite_float_max_diff']:.1e} / "
-          f"{r['tflite_int8_max_diff']:.1e} (mean {r['tflite_int8_mean_diff']:.1e}) |")
+    if r['model'] == 'diffusion':
+      r['call'] += f' ({args.diffusion_steps} DDIM steps)'
+    cells.append([
+        r['model'], r['call'], f"{r['params'] / 1e6:.2f}M", f"{r['saved_model_MB']:.2f}",
+        f"{r['tflite_float_MB']:.2f} / {r['tflite_int8_MB']:.2f}", f"{r['jax_ms']:.2f}",
+        f"{r['tf_ms']:.2f}", f"{r['tflite_float_ms']:.2f}", f"{r['tflite_int8_ms']:.2f}",
+        f"{r['tf_max_diff']:.1e} / {r['tflite_float_max_diff']:.1e} / "
+        f"{r['tflite_int8_max_diff']:.1e} (mean {r['tflite_int8_mean_diff']:.1e})"])
+  print(f'\n{title}\n')
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {f'{r["model"]}.{k}': v for r in rows for k, v in r.items() if k != 'model'}
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)],
+                    config={k: v for k, v in vars(args).items()
+                            if k not in ('results_dir', 'result_name')},
+                    results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

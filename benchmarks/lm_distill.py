@@ -12,7 +12,7 @@ Validation loss/perplexity on the whole validation split. Prints the share of th
 teacher-vs-scratch perplexity gap that distillation closes:
   (ppl_scratch - ppl_distilled) / (ppl_scratch - ppl_teacher).
 The workdirs are kept in --out_dir (wiped at the start; the teacher feeds
-benchmarks.compress_report).
+benchmarks.compress_report). Writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import results as results_lib
 from configs.lm import shakespeare_char_fast
 from experiments import lm
 from genai.train import workdir as workdir_lib
@@ -48,6 +49,18 @@ def _run(name, config, out_dir):
   return row
 
 
+def headline(fig: dict) -> dict:
+  f = lambda model, key: fig[f'{model}.{key}']
+  return {'quality': f'val perplexity teacher {f("teacher", "val_ppl"):.3f} '
+                     f'({f("teacher", "params"):,.0f} params), student from scratch '
+                     f'{f("student_scratch", "val_ppl"):.3f}, distilled '
+                     f'{f("student_distilled", "val_ppl"):.3f} '
+                     f'({f("student_distilled", "params"):,.0f} params); '
+                     f'gap closed {fig["gap_closed_pct"]:.1f}%',
+          'speed': f'teacher {f("teacher", "ms_per_step")} ms/step, student '
+                   f'{f("student_scratch", "ms_per_step")} ms/step'}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument('--text', default='../shared/data/tinyshakespeare/input.txt')
@@ -55,6 +68,7 @@ def main():
   p.add_argument('--steps', type=int, default=1500)
   p.add_argument('--student_width', type=int, default=64)
   p.add_argument('--student_layers', type=int, default=3)
+  results_lib.add_args(p, 'lm_distill')
   a = p.parse_args()
 
   def config(**model):
@@ -72,14 +86,25 @@ def main():
   c.distill.teacher = f'workdir:{teacher["workdir"]}'
   distilled = _run('student_distilled', c, a.out_dir)
   gap = (scratch['val_ppl'] - distilled['val_ppl']) / (scratch['val_ppl'] - teacher['val_ppl'])
-  print(f'\nTiny Shakespeare char GPT, {a.steps} steps each, {jax.devices()[0].device_kind}')
-  print('| model | params | val loss | val perplexity | ms/step | wall |')
-  print('|---|---|---|---|---|---|')
-  for r in (teacher, scratch, distilled):
-    print(f'| {r["model"]} | {r["params"]:,} | {r["val_loss"]:.4f} | {r["val_ppl"]:.4f} | '
-          f'{r["ms_per_step"]} | {r["wall_s"]:.0f} s |')
-  print(f'student/teacher params: {distilled["params"] / teacher["params"]:.3f}; '
-        f'perplexity gap closed by distillation: {100 * gap:.1f}%')
+  title = f'Tiny Shakespeare char GPT, {a.steps} steps each, {jax.devices()[0].device_kind}'
+  columns = ['model', 'params', 'val loss', 'val perplexity', 'ms/step', 'wall']
+  cells = [[r['model'], f'{r["params"]:,}', f'{r["val_loss"]:.4f}', f'{r["val_ppl"]:.4f}',
+            f'{r["ms_per_step"]}', f'{r["wall_s"]:.0f} s'] for r in (teacher, scratch, distilled)]
+  note = (f'student/teacher params: {distilled["params"] / teacher["params"]:.3f}; '
+          f'perplexity gap closed by distillation: {100 * gap:.1f}%')
+  print(f'\n{title}')
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  print(note)
+  figures = {f'{r["model"]}.{k}': v for r in (teacher, scratch, distilled) for k, v in r.items()
+             if k not in ('model', 'workdir')}
+  figures.update(gap_closed_pct=round(100 * gap, 1),
+                 student_over_teacher_params=round(distilled['params'] / teacher['params'], 3))
+  results_lib.write(a.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)], notes=[note],
+                    config={k: v for k, v in vars(a).items()
+                            if k not in ('results_dir', 'result_name')},
+                    results_dir=a.results_dir)
 
 
 if __name__ == '__main__':

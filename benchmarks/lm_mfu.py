@@ -8,7 +8,8 @@
 Times the real LM train step (experiments.lm.make_train_step, AdamW, sharded on the
 ('data', 'fsdp', 'tensor') mesh from --data/--fsdp/--tensor, all devices by default) on
 random tokens, and prints step time, tokens/s (total and per device) and MFU with
-FLOPs from `TransformerConfig.flops_per_token` (6N + 12·L·C·T per token).
+FLOPs from `TransformerConfig.flops_per_token` (6N + 12·L·C·T per token); writes the
+result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import results as results_lib
 from configs import common
 from configs.lm import base
 from experiments import lm
@@ -51,6 +53,12 @@ def measured_matmul_peak(n: int = 2048, dtype=jnp.float32, reps: int = 10) -> fl
   return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
+def headline(fig: dict) -> dict:
+  return {'speed': f'{fig["ms_per_step"]} ms/step, {fig["tokens_per_sec"]:,.0f} tokens/s, MFU '
+                   f'{100 * fig["mfu"]:.1f}% of {fig["peak_tflops_per_device"]} TFLOP/s '
+                   f'({fig["peak_source"]}) on {fig["devices"]} x {fig["device"]}'}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument('--preset', choices=sorted(PRESETS), default='cpu_small')
@@ -64,6 +72,7 @@ def main():
   p.add_argument('--fsdp', type=int, default=1)
   p.add_argument('--tensor', type=int, default=1)
   p.add_argument('--peak_flops', type=float, default=0.0, help='per device; 0 = table/measured')
+  results_lib.add_args(p, 'lm_mfu')
   a = p.parse_args()
   pr = PRESETS[a.preset]
   pc = common.parallel_config(data=a.data, fsdp=a.fsdp, tensor=a.tensor)
@@ -119,6 +128,9 @@ def main():
       'final_loss': float(np.asarray(m['loss'])[-1]),
   }
   print(json.dumps(out, indent=1))
+  figures = results_lib.flatten(out)
+  results_lib.write(a.result_name, figures, headline=headline(figures),
+                    results_dir=a.results_dir)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ Times the real `experiments.lm` train step (exactly as the loop runs it) at 1 an
 Both steps do the same work: AdamW with weight decay 0.1 and gradient-norm clipping at 1.0,
 nanoGPT's settings. They are set here whatever the config says, since the baby recipe turns
 both off.
-Prints JSON lines and the ratio. Speed claims are ratios taken in one run on one machine.
+Prints JSON lines and the ratio, and writes the result file (benchmarks/results.py). Speed
+claims are ratios taken in one run on one machine.
 """
 from __future__ import annotations
 
@@ -23,12 +24,24 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from benchmarks import results as results_lib
 from benchmarks.lm_train import time_step
 from experiments import lm
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'LM config (its model/batch shape).')
 _STEPS = flags.DEFINE_integer('steps', 64, 'Timed steps per measurement.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds (min is reported).')
+results_lib.define_flags('lm_step_speed')
+
+
+def headline(fig: dict) -> dict:
+  k = max(int(key.split('.')[0][len('genai_k'):]) for key in fig if key.startswith('genai_k'))
+  speed = (f'{fig[f"genai_k{k}.ms_per_step"]} ms/step, '
+           f'{fig[f"genai_k{k}.tokens_per_sec"]:,.0f} tokens/s ({k} steps/call)')
+  if 'torch_eager.ms_per_step' in fig:
+    speed += (f'; PyTorch eager {fig["torch_eager.ms_per_step"]} ms/step '
+              f'(torch/genai {fig["torch_over_genai"]})')
+  return {'speed': speed}
 
 
 def torch_ms(config) -> float | None:
@@ -68,6 +81,14 @@ def main(argv):
   if results['torch_eager']:
     summary['torch_over_genai'] = round(min(results['torch_eager']) / min(results[f'genai_k{k}']), 3)
   print(json.dumps(summary, indent=1))
+  figures = summary | {f'{name}.ms_per_step_each_round': [round(x, 2) for x in ms]
+                       for name, ms in results.items() if ms}
+  figures = results_lib.flatten(figures)
+  results_lib.write(flags.FLAGS.result_name, figures, headline=headline(figures),
+                    config={'model': config.model.to_dict(), 'batch_size': config.train.batch_size,
+                            'block_size': config.data.block_size, 'steps_per_call': k,
+                            'steps': _STEPS.value, 'rounds': _ROUNDS.value},
+                    results_dir=flags.FLAGS.results_dir)
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@
 
 Runs the real experiment (experiments/lm.py) through the shared loop in a fresh workdir,
 evaluating on the whole validation split every --eval_every steps, then times the jitted
-train step in isolation. Prints one JSON object (also written to --out).
+train step in isolation. Prints one JSON object (also written to --out, with the validation
+curve) and writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import results as results_lib
 from experiments import lm
 from genai.parallel import mesh as mesh_lib
 from genai.parallel import sharding
@@ -35,6 +37,18 @@ def define_flags() -> None:
   flags.DEFINE_integer('eval_every', 100, 'Steps between validation passes.')
   flags.DEFINE_integer('timing_steps', 96, 'Steps timed in isolation.')
   flags.DEFINE_string('out', 'runs/bench/lm_train.json', 'Where to write the JSON.')
+  results_lib.define_flags('lm_train')
+
+
+def headline(fig: dict) -> dict:
+  reached = (f'reached {fig["target_val_loss"]} at step {fig["steps_to_target"]} after '
+             f'{fig["train_seconds_to_target"]} s of training' if fig.get('steps_to_target')
+             else f'{fig["target_val_loss"]} not reached')
+  return {'quality': f'val loss {fig["final_val_loss"]:.4f} ({reached})',
+          'speed': f'{fig["ms_per_step_isolated"]} ms/step, '
+                   f'{fig["tokens_per_sec_isolated"]:,.0f} tokens/s (isolated); '
+                   f'{fig["wall_seconds_total"]:.0f} s wall',
+          'memory': f'{fig["peak_rss_mib"]:,} MiB'}
 
 
 def time_step(task: loop.Task, steps: int, steps_per_call: int) -> float:
@@ -122,6 +136,9 @@ def main(argv):
   with open(flags.FLAGS.out, 'w') as f:
     json.dump(result, f, indent=1)
   print(json.dumps({k: v for k, v in result.items() if k != 'val_curve'}, indent=1))
+  figures = {k: v for k, v in result.items() if k not in ('config', 'val_curve', 'machine')}
+  results_lib.write(flags.FLAGS.result_name, figures, headline=headline(figures),
+                    config=result['config'], results_dir=flags.FLAGS.results_dir)
 
 
 if __name__ == '__main__':

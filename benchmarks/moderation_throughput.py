@@ -8,7 +8,8 @@ The texts are generated sentences (seeded) of 6-40 words: ordinary prose with, i
 in five, an email, phone number, card number, IP address, blocklisted word or ticket id.
 Rules: the four built-in PII rules (redact), a 20-term blocklist (block) and a regex (flag).
 The classifier runs batched inside `moderate_many` (--batch_size rows per jitted call,
-after one warm-up call that compiles). Best of --rounds; prints a table and the command.
+after one warm-up call that compiles). Best of --rounds; prints a table and the command, and
+writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import time
 
 import numpy as np
 
+from benchmarks import results as results_lib
 from genai.safety import moderation as mod
 
 _WORDS = ('the a report meeting garden weather model server data team project river city '
@@ -72,6 +74,15 @@ def _train_classifier(workdir: str) -> None:
                   print_fn=lambda _: None)
 
 
+SETTINGS = {'rules_only': 'rules only', 'classifier_only': 'classifier only',
+            'rules_and_classifier': 'rules + classifier'}
+
+
+def headline(fig: dict) -> dict:
+  return {'speed': ', '.join(f'{label}: {fig[key + ".texts_per_s"]:,.0f} texts/s'
+                             for key, label in SETTINGS.items() if key + '.texts_per_s' in fig)}
+
+
 def main(argv: list[str] | None = None) -> None:
   p = argparse.ArgumentParser(prog='python -m benchmarks.moderation_throughput')
   p.add_argument('--num_texts', type=int, default=10_000)
@@ -79,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
                  'train the shipped config into a temporary directory).')
   p.add_argument('--batch_size', type=int, default=256, help='classifier rows per call.')
   p.add_argument('--rounds', type=int, default=2)
+  results_lib.add_args(p, 'moderation_throughput')
   args = p.parse_args(argv)
   texts = make_texts(args.num_texts)
   n_bytes = sum(len(t.encode()) for t in texts)
@@ -89,12 +101,16 @@ def main(argv: list[str] | None = None) -> None:
 
   workdir = args.workdir
   tmp = None
+  figures, notes = {'num_texts': len(texts), 'bytes_per_text': round(n_bytes / len(texts), 1),
+                    'rounds': args.rounds}, []
   if not workdir:
     tmp = tempfile.TemporaryDirectory()
     workdir = os.path.join(tmp.name, 'clf')
     t0 = time.perf_counter()
     _train_classifier(workdir)
-    print(f'trained the shipped classifier config in {time.perf_counter() - t0:.1f} s')
+    figures['classifier_train_s'] = round(time.perf_counter() - t0, 1)
+    notes.append(f'trained the shipped classifier config in {figures["classifier_train_s"]} s')
+    print(notes[-1])
   from genai.safety import text_classifier  # pylint: disable=import-outside-toplevel
   scorer = text_classifier.load_classifier(workdir, batch_size=args.batch_size)
   scorer(texts[:args.batch_size])  # compile the full-batch shape
@@ -104,15 +120,26 @@ def main(argv: list[str] | None = None) -> None:
   rate_both, res = _best_rate(both.moderate_many, texts, args.rounds)
   by_clf = sum('classifier' in r.flags for r in res)
 
-  print(f'\n{len(texts)} generated texts, {n_bytes / len(texts):.0f} bytes each on average; '
-        f'best of {args.rounds} rounds; {platform.machine()}, {os.cpu_count()} CPUs')
+  title = (f'{len(texts)} generated texts, {n_bytes / len(texts):.0f} bytes each on average; '
+           f'best of {args.rounds} rounds; {platform.machine()}, {os.cpu_count()} CPUs')
+  columns = ['setting', 'texts/s', 'ms/1k texts']
+  rates = {'rules_only': ('rules only (6 rules)', rate_rules),
+           'classifier_only': (f'classifier only (batch {args.batch_size})', rate_clf),
+           'rules_and_classifier': ('rules + classifier (moderate_many)', rate_both)}
+  cells = [[name, f'{rate:,.0f}', f'{1e6 / rate:.1f}'] for name, rate in rates.values()]
+  notes.append(f'rules fired on {fired} texts; the classifier (threshold 0.8) on {by_clf}')
+  print(f'\n{title}')
   print(f'{"setting":<36} {"texts/s":>10} {"ms/1k texts":>12}')
-  for name, rate in (('rules only (6 rules)', rate_rules),
-                     (f'classifier only (batch {args.batch_size})', rate_clf),
-                     ('rules + classifier (moderate_many)', rate_both)):
+  for name, rate in rates.values():
     print(f'{name:<36} {rate:>10,.0f} {1e6 / rate:>12.1f}')
-  print(f'rules fired on {fired} texts; the classifier (threshold 0.8) on {by_clf}')
+  print(notes[-1])
   print('command: python -m benchmarks.moderation_throughput ' + ' '.join(sys.argv[1:]))
+  figures.update({f'{key}.texts_per_s': rate for key, (_, rate) in rates.items()})
+  figures.update(rules_fired=fired, classifier_fired=by_clf)
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)], notes=notes,
+                    config={'batch_size': args.batch_size, 'threshold': 0.8},
+                    results_dir=args.results_dir)
   if tmp is not None:
     tmp.cleanup()
 

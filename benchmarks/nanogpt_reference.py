@@ -20,8 +20,8 @@ checked against the reference itself on this machine:
   python -m benchmarks.nanogpt_reference --data ../shared/data/tinyshakespeare/input.txt \
     --seeds 0,1,2,3 [--grad_clip 0] [--weight_decay 0]
 
-Prints one JSON line per seed, then a summary line. torch is an optional dependency
-(`pip install -e .[reference]`).
+Prints one JSON line per seed, then a summary line, and writes the result file
+(benchmarks/results.py). torch is an optional dependency (`pip install -e .[reference]`).
 """
 import argparse
 import json
@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from benchmarks import results as results_lib
 
 
 class LayerNorm(nn.Module):
@@ -147,6 +149,17 @@ def run(seed, train, val, vocab, args):
               val_windows=n)
 
 
+def headline(fig: dict) -> dict:
+  seeds = sorted(int(k[4:].split('.')[0]) for k in fig
+                 if k.startswith('seed') and k.endswith('.ms_per_step'))
+  f = lambda key: (f'{fig[key + "_mean"]:.4f} mean ({fig[key + "_min"]:.4f}'
+                   f'-{fig[key + "_max"]:.4f})')
+  return {'quality': f'val loss over seeds {seeds[0]}-{seeds[-1]}: whole split '
+                     f'{f("val_loss_whole_split")}; nanoGPT\'s {fig["eval_iters"]}-batch '
+                     f'estimate {f("val_loss_estimate")}',
+          'speed': f'{fig["ms_per_step_best"]} ms/step (PyTorch eager, best seed)'}
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--data', default='../shared/data/tinyshakespeare/input.txt')
@@ -163,6 +176,7 @@ def main():
   ap.add_argument('--eval_iters', type=int, default=20)
   ap.add_argument('--weight_decay', type=float, default=0.1)
   ap.add_argument('--grad_clip', type=float, default=1.0, help='0 = no clipping')
+  results_lib.add_args(ap, 'nanogpt_reference')
   args = ap.parse_args()
   with open(args.data, encoding='utf-8') as f:
     text = f.read()
@@ -178,12 +192,24 @@ def main():
           flush=True)
   whole = [r['val_loss_whole_split'] for r in rows]
   est = [r['val_loss_estimate'] for r in rows]
-  print(json.dumps(dict(summary=True, seeds=len(rows),
-                        val_loss_whole_split_mean=round(float(np.mean(whole)), 4),
-                        val_loss_whole_split_min=min(whole), val_loss_whole_split_max=max(whole),
-                        val_loss_estimate_mean=round(float(np.mean(est)), 4),
-                        val_loss_estimate_min=min(est), val_loss_estimate_max=max(est))),
-        flush=True)
+  summary = dict(seeds=len(rows),
+                 val_loss_whole_split_mean=round(float(np.mean(whole)), 4),
+                 val_loss_whole_split_min=min(whole), val_loss_whole_split_max=max(whole),
+                 val_loss_estimate_mean=round(float(np.mean(est)), 4),
+                 val_loss_estimate_min=min(est), val_loss_estimate_max=max(est))
+  print(json.dumps(dict(summary=True, **summary)), flush=True)
+  figures = summary | {'ms_per_step_best': min(r['ms_per_step'] for r in rows),
+                       'eval_iters': args.eval_iters, 'val_windows': rows[0]['val_windows']}
+  keys = ('ms_per_step', 'train_seconds', 'val_loss_whole_split', 'val_loss_estimate')
+  for r in rows:
+    figures.update({f'seed{r["seed"]}.{k}': r[k] for k in keys})
+  seeds = results_lib.table(
+      'one run per seed', ['seed', 'ms/step', 'train s', 'val loss (whole split)',
+                           f'val loss ({args.eval_iters}-batch estimate)'],
+      [[r['seed'], *(r[k] for k in keys)] for r in rows])
+  config = {k: v for k, v in vars(args).items() if k not in ('results_dir', 'result_name')}
+  results_lib.write(args.result_name, figures, headline=headline(figures), tables=[seeds],
+                    config=config, results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,8 @@ weights). Each side greedily generates `--new_tokens` tokens after a 1-token pro
          request alone (batch 1), then 8 concurrent requests (continuous batching).
   HF:    GPT2LMHeadModel.generate(do_sample=False, use_cache=True) at batch 1 and 8, in
          this process (torch threads = cores), the same weights copied from genai's params.
-New tokens per second = tokens generated / wall time (HTTP included for genai).
+New tokens per second = tokens generated / wall time (HTTP included for genai). Writes the
+result file (benchmarks/results.py).
 
   python -m benchmarks.serve_decode [--new_tokens 200] [--repeats 3]
 """
@@ -25,6 +26,7 @@ import time
 import httpx
 import jax
 
+from benchmarks import results as results_lib
 from benchmarks import server_process
 
 from genai.models.transformer import TransformerConfig
@@ -109,12 +111,20 @@ def hf_tokens_per_sec(params, batch: int, new_tokens: int, repeats: int) -> floa
   return best
 
 
+def headline(fig: dict) -> dict:
+  return {'speed': f'server (HTTP) {fig["genai_server_batch1"]:.0f} / '
+                   f'{fig["genai_server_batch8"]:.0f} new tokens/s at batch 1 / 8; HF generate '
+                   f'{fig["hf_generate_batch1"]:.0f} / {fig["hf_generate_batch8"]:.0f} '
+                   f'({fig["ratio_batch1"]:.2f}x / {fig["ratio_batch8"]:.2f}x)'}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument('--new_tokens', type=int, default=200)
   ap.add_argument('--repeats', type=int, default=3)
   ap.add_argument('--port', type=int, default=8431)
   ap.add_argument('--out', default='runs/bench/serve_decode.json')
+  results_lib.add_args(ap, 'serve_decode')
   args = ap.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     make_workdir(tmp)
@@ -136,13 +146,20 @@ def main() -> None:
       shape=SHAPE, new_tokens=args.new_tokens,
       machine=f'{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} cpu')
   print(json.dumps(results))
-  print(f'\nnew tokens/s, best of {args.repeats}\n')
-  print('| implementation | batch 1 | batch 8 |\n|---|---|---|')
-  print(f'| genai server (HTTP) | {results["genai_server_batch1"]:.0f} | '
-        f'{results["genai_server_batch8"]:.0f} |')
-  print(f'| HF transformers generate | {results["hf_generate_batch1"]:.0f} | '
-        f'{results["hf_generate_batch8"]:.0f} |')
-  print(f'| ratio | {results["ratio_batch1"]:.2f}x | {results["ratio_batch8"]:.2f}x |')
+  title = f'new tokens/s, best of {args.repeats}'
+  columns = ['implementation', 'batch 1', 'batch 8']
+  cells = [['genai server (HTTP)', *(f'{results[f"genai_server_batch{b}"]:.0f}' for b in (1, 8))],
+           ['HF transformers generate', *(f'{results[f"hf_generate_batch{b}"]:.0f}' for b in (1, 8))],
+           ['ratio', *(f'{results[f"ratio_batch{b}"]:.2f}x' for b in (1, 8))]]
+  print(f'\n{title}\n')
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {k: v for k, v in results.items() if k not in ('shape', 'new_tokens', 'machine')}
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)],
+                    config={'shape': SHAPE, 'new_tokens': args.new_tokens,
+                            'repeats': args.repeats},
+                    results_dir=args.results_dir)
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump(results, f, indent=1)

@@ -5,7 +5,8 @@ Trains the fast Shakespeare char recipe (configs/lm/shakespeare_char_fast.py, ~1
 with an API key, then `--clients` concurrent clients send `--requests` requests in all:
 a mix of completions and chat completions, a quarter of them streamed, max_tokens 8-32 (the model's context is 64),
 temperature 0.8, top_k 40. Reports requests/s, generated tokens/s, p50/p90/p99 latency
-(to the last byte; for streams also time to first event) and errors (any non-200: must be 0).
+(to the last byte; for streams also time to first event) and errors (any non-200: must be 0),
+and writes the result file (benchmarks/results.py) when there were none.
 
   python -m benchmarks.serve_load [--data ../shared/data/tinyshakespeare/input.txt]
       [--clients 32] [--requests 320] [--workdir W]
@@ -26,6 +27,7 @@ import time
 import httpx
 import numpy as np
 
+from benchmarks import results as results_lib
 from benchmarks import server_process
 
 KEY = 'bench-key'
@@ -101,6 +103,13 @@ async def load(port: int, clients: int, requests: list) -> tuple[list[dict], flo
   return results, time.perf_counter() - t0
 
 
+def headline(fig: dict) -> dict:
+  return {'quality': f'{fig["errors"]} errors in {fig["requests"]} requests',
+          'speed': f'{fig["requests_per_s"]:.0f} requests/s, {fig["tokens_per_s"]:,.0f} tokens/s, '
+                   f'latency p50 {1e3 * fig["latency_p50_s"]:.0f} ms, p99 '
+                   f'{1e3 * fig["latency_p99_s"]:.0f} ms ({fig["clients"]} clients)'}
+
+
 def main() -> None:
   ap = argparse.ArgumentParser()
   ap.add_argument('--data', default='../shared/data/tinyshakespeare/input.txt')
@@ -110,6 +119,7 @@ def main() -> None:
   ap.add_argument('--slots', type=int, default=16)
   ap.add_argument('--port', type=int, default=8432)
   ap.add_argument('--out', default='runs/bench/serve_load.json')
+  results_lib.add_args(ap, 'serve_load')
   args = ap.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     workdir = args.workdir or os.path.join(tmp, 'shakespeare')
@@ -147,6 +157,10 @@ def main() -> None:
     json.dump(out, f, indent=1)
   if errors:
     sys.exit(f'{len(errors)} requests failed: {out["error_statuses"]}')
+  figures = results_lib.flatten({k: v for k, v in out.items() if k != 'machine'})
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    config={'data': args.data, 'workdir': args.workdir},
+                    results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

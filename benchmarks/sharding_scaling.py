@@ -8,6 +8,7 @@ device (the last column), with the communication overhead each layout adds on to
   python -m benchmarks.sharding_scaling [--devices 1,2,4,8] [--steps 60] [--batch 32]
 
 Each device count runs in its own subprocess (the fake-device count is fixed at start-up).
+Prints a table and writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import results as results_lib
 
 LAYOUTS = {  # name -> parallel overrides (the device count fills the -1 axis)
     'data': {'data': -1},
@@ -63,12 +66,26 @@ def child(args):
   print('RESULT ' + json.dumps(results))
 
 
+def headline(fig: dict) -> dict:
+  runs = [k.rsplit('.', 1)[0].split('.') for k in fig if k.endswith('.ms_per_step')]
+  layouts = list(dict.fromkeys(layout for layout, _ in runs))
+  lo, hi = min(int(n[:-3]) for _, n in runs), max(int(n[:-3]) for _, n in runs)
+  losses = sorted({f'{v:.4f}' for k, v in fig.items() if k.endswith('.final_window_loss')})
+  ms = lambda layout, n: (f'{fig[f"{layout}.{n}dev.ms_per_step"]:.1f}'
+                          if f'{layout}.{n}dev.ms_per_step' in fig else '-')
+  return {'quality': f'{len(runs)} device x layout runs, final loss {" / ".join(losses)} '
+                     f'(identical: {len(losses) == 1})',
+          'speed': f'ms/step on {lo} / {hi} fake devices: ' + ', '.join(
+              f'{layout} {ms(layout, lo)} / {ms(layout, hi)}' for layout in layouts)}
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument('--devices', default='1,2,4,8')
   p.add_argument('--steps', type=int, default=60)
   p.add_argument('--batch', type=int, default=32)
   p.add_argument('--child', action='store_true')
+  results_lib.add_args(p, 'sharding_scaling')
   args = p.parse_args()
   if args.child:
     args.devices = int(args.devices)
@@ -83,13 +100,20 @@ def main():
       sys.exit(f'{n} devices failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}')
     for name, r in json.loads(line[0][7:]).items():
       rows.append((n, name, r))
-  print(f'char GPT 4 layers x 128, 8 heads (pydoc_char), global batch {args.batch} x 64 tokens, {args.steps} steps; '
-        'fake CPU devices sharing one machine')
-  print('| devices | layout | ms/step | tokens/s | tokens/s/device | loss (last window) |')
-  print('|---|---|---|---|---|---|')
-  for n, name, r in rows:
-    print(f'| {n} | {name} | {r["ms_per_step"]:.1f} | {r["tokens_per_sec"]:,.0f} | '
-          f'{r["tokens_per_sec"] / n:,.0f} | {r["final_window_loss"]:.4f} |')
+  title = (f'char GPT 4 layers x 128, 8 heads (pydoc_char), global batch {args.batch} x 64 '
+           f'tokens, {args.steps} steps; fake CPU devices sharing one machine')
+  columns = ['devices', 'layout', 'ms/step', 'tokens/s', 'tokens/s/device', 'loss (last window)']
+  cells = [[str(n), name, f'{r["ms_per_step"]:.1f}', f'{r["tokens_per_sec"]:,.0f}',
+            f'{r["tokens_per_sec"] / n:,.0f}', f'{r["final_window_loss"]:.4f}']
+           for n, name, r in rows]
+  print(title)
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {f'{name}.{n}dev.{k}': v for n, name, r in rows for k, v in r.items()}
+  results_lib.write(args.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)],
+                    config={'devices': args.devices, 'steps': args.steps, 'batch': args.batch},
+                    results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

@@ -8,7 +8,8 @@ Each mode runs configs/lm/smollm2_shakespeare.py (block 256, batch 8, packed blo
 through the shared loop in its own subprocess, for --steps steps, and prints: validation
 perplexity (8 batches = 16k tokens of the last 10% of the text) of the pretrained model
 and after fine-tuning, trainable parameters, training tokens/s (steady-state windows),
-wall time and peak RSS. One JSON line per mode, then a table.
+wall time and peak RSS. One JSON line per mode, then a table; writes the result file
+(benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,18 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchmarks import results as results_lib
+
+
+def headline(fig: dict) -> dict:
+  modes = [k.split('.')[0] for k in fig if k.endswith('.val_ppl_after')]
+  f = lambda m, key: fig[f'{m}.{key}']
+  return {'quality': '; '.join(f'{m}: val ppl {f(m, "val_ppl_before")} -> '
+                               f'{f(m, "val_ppl_after")}' for m in modes),
+          'speed': '; '.join(f'{m}: {f(m, "train_tokens_per_s")} tokens/s, '
+                             f'{f(m, "ms_per_step"):,.0f} ms/step' for m in modes),
+          'memory': '; '.join(f'{m}: {f(m, "peak_rss_gb")} GB' for m in modes)}
 
 
 def child(a):
@@ -74,6 +87,7 @@ def main():
   p.add_argument('--modes', default='full,lora')
   p.add_argument('--mode', default='')
   p.add_argument('--text', default='../shared/data/tinyshakespeare/input.txt')
+  results_lib.add_args(p, 'smollm2_finetune')
   a = p.parse_args()
   if a.mode:
     return child(a)
@@ -86,13 +100,18 @@ def main():
       sys.exit(f'{mode} failed:\n{out.stdout[-3000:]}\n{out.stderr[-5000:]}')
     rows.append(json.loads(line[0][7:]))
     print(json.dumps(rows[-1]), flush=True)
-  print('| mode | trainable params | val ppl before | val ppl after | train tok/s | ms/step | wall | peak RSS |')
-  print('|---|---|---|---|---|---|---|---|')
-  for r in rows:
-    print(f'| {r["mode"]} | {r["trainable_params"]:,} of {r["total_params"]:,} | {r["val_ppl_before"]} | '
-          f'{r["val_ppl_after"]} | {r["train_tokens_per_s"]:,.0f} | {r["ms_per_step"]} | '
-          f'{r["wall_s"]:.0f} s | {r["peak_rss_gb"]} GB |')
-
+  columns = ['mode', 'trainable params', 'val ppl before', 'val ppl after', 'train tok/s',
+             'ms/step', 'wall', 'peak RSS']
+  cells = [[r['mode'], f'{r["trainable_params"]:,} of {r["total_params"]:,}',
+            str(r['val_ppl_before']), str(r['val_ppl_after']), f'{r["train_tokens_per_s"]:,.0f}',
+            str(r['ms_per_step']), f'{r["wall_s"]:.0f} s', f'{r["peak_rss_gb"]} GB'] for r in rows]
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {f'{r["mode"]}.{k}': v for r in rows for k, v in r.items() if k != 'mode'}
+  results_lib.write(a.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table('', columns, cells)],
+                    config={'steps': a.steps, 'modes': a.modes, 'text': a.text},
+                    results_dir=a.results_dir)
 
 
 if __name__ == '__main__':

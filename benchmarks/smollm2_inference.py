@@ -8,7 +8,7 @@ genai's `generate` (prefill + the whole decode loop in one jitted function, KV c
 transformers' `generate` (eager PyTorch, its KV cache). Each is warmed up once (genai's
 compile is excluded and reported separately), then timed --rounds times, alternating; the
 best round is reported as new tokens per second (batch x new_tokens / seconds). Both
-produce the same tokens (checked).
+produce the same tokens (checked). Writes the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -19,10 +19,19 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import results as results_lib
 from genai.models.transformer import Transformer
 from genai.pretrained import fetch
 from genai.pretrained import gguf
 from genai.sample.decode import generate
+
+
+def headline(fig: dict) -> dict:
+  batches = [int(k[5:].split('.')[0]) for k in fig if k.endswith('.genai_tok_s')]
+  rate = lambda b, impl: fig[f'batch{b}.{impl}_tok_s']
+  return {'speed': '; '.join(
+      f'batch {b}: {rate(b, "genai")} tokens/s vs transformers {rate(b, "transformers")} '
+      f'({rate(b, "genai") / rate(b, "transformers"):.2f}x)' for b in batches)}
 
 
 def main():
@@ -32,6 +41,7 @@ def main():
   p.add_argument('--new_tokens', type=int, default=64)
   p.add_argument('--rounds', type=int, default=3)
   p.add_argument('--text', default='../shared/data/tinyshakespeare/input.txt')
+  results_lib.add_args(p, 'smollm2_inference')
   a = p.parse_args()
   path = str(fetch.smollm2_path())
   cfg, params, tok, _ = gguf.load_gguf(path)
@@ -86,13 +96,21 @@ def main():
     row['speedup'] = round(row['genai_tok_s'] / row['transformers_tok_s'], 2)
     rows.append(row)
     print(json.dumps(row), flush=True)
-  print(f'SmolLM2-135M float32, greedy, {jax.devices()[0].device_kind}, torch threads '
-        f'{torch.get_num_threads()}')
-  print('| batch | genai tok/s | transformers tok/s | speedup | same tokens |')
-  print('|---|---|---|---|---|')
-  for r in rows:
-    print(f'| {r["batch"]} | {r["genai_tok_s"]} | {r["transformers_tok_s"]} | '
-          f'{r["speedup"]}x | {r["same_token_fraction"]:.3f} |')
+  title = (f'SmolLM2-135M float32, greedy, {jax.devices()[0].device_kind}, torch threads '
+           f'{torch.get_num_threads()}')
+  columns = ['batch', 'genai tok/s', 'transformers tok/s', 'speedup', 'same tokens']
+  cells = [[str(r['batch']), str(r['genai_tok_s']), str(r['transformers_tok_s']),
+            f'{r["speedup"]}x', f'{r["same_token_fraction"]:.3f}'] for r in rows]
+  print(title)
+  for line in (columns, ['---'] * len(columns), *cells):
+    print('| ' + ' | '.join(line) + ' |')
+  figures = {f'batch{r["batch"]}.{k}': v for r in rows for k, v in r.items()
+             if k not in ('batch', 'prompt_len', 'new_tokens')}
+  results_lib.write(a.result_name, figures, headline=headline(figures),
+                    tables=[results_lib.table(title, columns, cells)],
+                    config={k: v for k, v in vars(a).items()
+                            if k not in ('results_dir', 'result_name')},
+                    results_dir=a.results_dir)
 
 
 if __name__ == '__main__':

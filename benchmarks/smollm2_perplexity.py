@@ -15,7 +15,8 @@ is ~36.8), the ~36.1 reference; the target is a relative difference within 0.5%.
     python benchmarks/smollm2_perplexity.py [--text PATH] [--num_tokens 512] [--no_torch]
 
 torch, transformers and accelerate are optional (the reference): without them only genai's
-figure is printed. The last line is one JSON record of the numbers.
+figure is printed. The last line is one JSON record of the numbers, also written as the
+result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from benchmarks import results as results_lib  # noqa: E402  pylint: disable=wrong-import-position
 
 DEFAULT_TEXT = REPO.parent / 'shared' / 'data' / 'tinyshakespeare' / 'input.txt'
 
@@ -77,6 +80,14 @@ def torch_logits(gguf_path: Path, ids_T: np.ndarray) -> np.ndarray | None:
     return model(torch.tensor(ids_T[None].astype(np.int64))).logits[0].numpy()
 
 
+def headline(fig: dict) -> dict:
+  quality = f'perplexity genai {fig["genai_ppl"]:.4f}'
+  if fig.get('transformers_ppl') is not None:
+    quality += (f', transformers {fig["transformers_ppl"]:.4f} (relative difference '
+                f'{100 * fig["rel_diff"]:.4f}%)')
+  return {'quality': quality}
+
+
 def main(argv: list[str] | None = None) -> None:
   from genai.pretrained import fetch, gguf  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
@@ -84,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument('--gguf', default=None, help='GGUF file (default: the fetched SmolLM2)')
   parser.add_argument('--num_tokens', type=int, default=512)
   parser.add_argument('--no_torch', action='store_true', help='skip the transformers reference')
+  results_lib.add_args(parser, 'smollm2_perplexity')
   args = parser.parse_args(argv)
 
   if not Path(args.text).is_file():
@@ -109,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f'relative difference: {100 * rel:.4f}% (target < 0.5%); max |logit diff| '
           f'{diff:.2e}; {"OK" if rel < 0.005 else "MISMATCH"}')
   print(json.dumps(record))
+  results_lib.write(args.result_name, record, headline=headline(record),
+                    results_dir=args.results_dir)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,8 @@ schedule ends on time); a timer sends the process SIGTERM at the deadline as a s
 loop then checkpoints and stops). --num_steps skips calibration and trains exactly that many
 steps. The final evaluation (ELBO on the 10k test images, binarised once with a fixed seed,
 and the IW-NLL with --iw_samples samples on --iw_examples of them) runs after the budget and
-is timed separately. Prints one JSON object (also written to --out) and writes a sample grid.
+is timed separately. Prints one JSON object (also written to --out), writes a sample grid
+and the result file (benchmarks/results.py).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import jax
 from ml_collections import config_flags
 import numpy as np
 
+from benchmarks import results as results_lib
 from experiments import vae
 from genai.sample import image_files
 from genai.train import loop
@@ -58,6 +60,17 @@ def define_flags() -> None:
   flags.DEFINE_string('workdir', '', 'Workdir (default: a fresh temporary folder).')
   flags.DEFINE_string('out', 'runs/bench/vae_mnist.json', 'Where to write the JSON.')
   flags.DEFINE_string('samples_dir', 'runs/bench/vae_mnist_samples', 'Where the grid goes.')
+  results_lib.define_flags('vae_mnist')
+
+
+def headline(fig: dict) -> dict:
+  iw = fig.get('test_iw_nll_nats')
+  rate = fig.get('examples_per_s')
+  return {'quality': f'test -ELBO {fig["test_nelbo_nats"]:.2f} nats'
+                     + (f', IW-NLL {iw:.2f} nats (k={fig["iw_samples"]})' if iw else ''),
+          'speed': f'{fig["steps"]:,} steps ({fig["epochs"]:.1f} epochs), '
+                   + (f'{rate:,.0f} examples/s' if rate else 'too short for a steady rate'),
+          'memory': f'{fig["peak_rss_mb"]:,.0f} MiB'}
 
 
 def calibrate(task: loop.Task, steps: int, steps_per_call: int) -> float:
@@ -209,6 +222,11 @@ def main(argv):
   os.makedirs(os.path.dirname(os.path.abspath(f.out)), exist_ok=True)
   with open(f.out, 'w') as fh:
     fh.write(text + '\n')
+  figures = {k: v for k, v in report.items()
+             if k not in ('benchmark', 'model', 'optimizer', 'machine')}
+  results_lib.write(f.result_name, figures, headline=headline(figures),
+                    config={'model': report['model'], 'optimizer': report['optimizer']},
+                    results_dir=f.results_dir)
 
 
 if __name__ == '__main__':

@@ -1,8 +1,11 @@
 """benchmarks/nanogpt_reference.py: the PyTorch re-implementation of nanoGPT's baby run is
 nanoGPT's model and schedule (parameter count, tying, init, the lr formula), and its
-whole-split evaluation uses genai's validation windows."""
+whole-split evaluation uses genai's validation windows; a tiny run writes its result file."""
 import argparse
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 torch = pytest.importorskip('torch')
 
 from benchmarks import nanogpt_reference as ref  # pylint: disable=wrong-import-position
+from benchmarks import results  # pylint: disable=wrong-import-position
 from genai.data import sequences  # pylint: disable=wrong-import-position
 
 
@@ -51,3 +55,24 @@ def test_run_trains_and_scores_genais_validation_windows():
   assert row['steps'] == 5 and 1.5 < row['val_loss_whole_split'] < 3.0
   assert row == ref.run(0, train, val, 8, args) | {'train_seconds': row['train_seconds'],
                                                    'ms_per_step': row['ms_per_step']}
+
+
+def test_a_tiny_run_writes_its_result_file(tmp_path):
+  rng = np.random.default_rng(0)
+  (tmp_path / 'text.txt').write_text(''.join(rng.choice(list('abcdefgh \n'), 4000)))
+  subprocess.run([sys.executable, '-m', 'benchmarks.nanogpt_reference', '--data',
+                  str(tmp_path / 'text.txt'), '--seeds', '0,1', '--steps', '3', '--batch_size',
+                  '2', '--block_size', '8', '--layers', '1', '--heads', '1', '--width', '8',
+                  '--warmup', '1', '--eval_iters', '2', '--result_name', 'tiny',
+                  '--results_dir', str(tmp_path)], check=True, capture_output=True,
+                 cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+  r = results.load(str(tmp_path / 'tiny.json'))
+  assert results.validate(r) == [] and r['name'] == 'tiny'
+  assert r['machine']['torch'] == torch.__version__  # the reference ran here
+  assert r['headline']['quality'].startswith('val loss over seeds 0-1: whole split ')
+  assert "nanoGPT's 2-batch estimate" in r['headline']['quality']
+  assert [row[0] for row in r['tables'][0]['rows']] == [0, 1]
+  f = r['figures']
+  assert f['seeds'] == 2 and f['ms_per_step_best'] == min(f['seed0.ms_per_step'],
+                                                           f['seed1.ms_per_step'])
+  assert r['config']['grad_clip'] == 1.0 and 'results_dir' not in r['config']
