@@ -61,6 +61,7 @@ def load(source: str, name: str | None = None, version: str | None = None
   name = name or os.path.basename(os.path.normpath(source))
   if not is_workdir(source):
     return _load_pretrained(source, name)
+  workdir_lib.load_config(source)  # a folder without config.json: "...a genai workdir? Train first"
   step_version = version_of(source)
   step = int(step_version.split('-')[1])
   version = version or step_version
