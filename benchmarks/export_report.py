@@ -36,8 +36,8 @@ from benchmarks import results as results_lib
 from configs.diffusion import mnist as diffusion_mnist
 from configs.gan import mnist as gan_mnist
 from configs.vae import mnist as vae_mnist
-from experiments import diffusion, gan, lm
-from genai.export import images, text
+from genai.families import diffusion, gan, lm
+from genai.families import vae as vae_family
 from genai.export import saved_model as sm
 from genai.export import tflite
 from genai.models.transformer import Transformer, TransformerConfig
@@ -55,7 +55,7 @@ def _lm(workdir: str | None):
                                           max_len=256))
     params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params']
   params = jax.tree.map(jnp.asarray, params)
-  sigs = text.signatures(model, batch_size=1, prompt_len=8, num_tokens=8)
+  sigs = lm.signatures(model, batch_size=1, prompt_len=8, num_tokens=8)
   cfg = model.config
   shape = (cfg.num_layers, 1, cfg.num_kv_heads, cfg.max_len, cfg.head_dim)  # [L, B, K, S, D]
   rng = np.random.RandomState(0)
@@ -71,7 +71,7 @@ def _gan():
   rng = jax.random.key(0)
   variables = nets.gen.init(rng, nets.latents(rng, 1), train=False)
   z = np.random.RandomState(0).randn(1, nets.latent_dim).astype(np.float32)
-  sigs = images.gan_signatures(nets, '[-1,1]', batch_size=1)
+  sigs = gan.signatures(nets, '[-1,1]', batch_size=1)
   return variables, sigs, 'sample', {'z': z}, 'images'
 
 
@@ -79,8 +79,8 @@ def _vae():
   model = make_vae(vae_mnist.get_config().model, MNIST_SHAPE)
   params = model.init(jax.random.key(0), jnp.zeros((1,) + MNIST_SHAPE), jax.random.key(1))['params']
   z = np.random.RandomState(0).randn(1, model.cfg.latent_dim).astype(np.float32)
-  sigs = images.vae_signatures(model, '[0,1]', batch_size=1)
-  return images.decoder_params(params), sigs, 'sample', {'z': z}, 'images'
+  sigs = vae_family.signatures(model, '[0,1]', batch_size=1)
+  return vae_family.decoder_params(params), sigs, 'sample', {'z': z}, 'images'
 
 
 def _diffusion(steps: int):
@@ -94,7 +94,7 @@ def _diffusion(steps: int):
   keys = jax.random.split(jax.random.key(1), len(leaves))
   params = jax.tree.unflatten(treedef, [0.02 * jax.random.normal(k, x.shape) if not x.any() else x
                                         for x, k in zip(leaves, keys)])
-  sigs = images.diffusion_signatures(
+  sigs = diffusion.signatures(
       model, dfn.make_schedule(config.diffusion), image_shape=MNIST_SHAPE, num_classes=0,
       prediction=config.diffusion.prediction, value_range='[-1,1]', clip=True, steps=steps,
       batch_size=1)

@@ -179,17 +179,22 @@ def serving(workdir: str, step: int | None, max_batch: int) -> families.ImageSer
   return families.ImageServing(tuple(nets.image_shape), 0, value_range, sample_fn)
 
 
-def export_signatures(workdir: str, *, batch_size: int = 1, **unused):
+def signatures(nets: GanNets, value_range: str, *, batch_size: int
+               ) -> dict[str, families.Signature]:
   """'sample': z [B, Z] float32 (N(0, I) latents) -> images; params = the generator's
-  sampling variables (EMA params with standing BatchNorm statistics when the config
-  samples that way), frozen at export."""
-  del unused
-  config, nets, state, value_range = load_workdir(workdir)
-  variables_fn, _ = make_sampler(nets, use_ema=config.eval.use_ema,
-                                 standing=config.eval.standing_stats, seed=config.seed)
-
+  sampling variables (`make_sampler`'s first function of the state)."""
   def fn(variables, inputs):
     return families.image_outputs(nets.generate(variables, inputs['z']), value_range)
 
   z = jax.ShapeDtypeStruct((batch_size, nets.latent_dim), jnp.float32)
-  return variables_fn(state), {'sample': families.Signature(fn, {'z': z})}, 'sample'
+  return {'sample': families.Signature(fn, {'z': z})}
+
+
+def export_signatures(workdir: str, *, batch_size: int = 1, **unused):
+  """The EMA generator of `workdir` as 'sample', its variables (EMA params with standing
+  BatchNorm statistics when the config samples that way) frozen at export."""
+  del unused
+  config, nets, state, value_range = load_workdir(workdir)
+  variables_fn, _ = make_sampler(nets, use_ema=config.eval.use_ema,
+                                 standing=config.eval.standing_stats, seed=config.seed)
+  return variables_fn(state), signatures(nets, value_range, batch_size=batch_size), 'sample'
