@@ -7,10 +7,11 @@ give labels, train/test subfolders give splits), MNIST-format IDX files or a TFD
   OUT/<split>/images-00000.array_record ...   one shard per work unit
   OUT/<split>/manifest.json                   written last: image count, shape, classes
 
-Read with `load_streamed_image_data(data_cfg, batch_size=..., seed=...)`, which returns the
-`genai.data.images.ImageData` that `load_image_data` returns (data.source='prepared' with
-data.path=OUT, or data.source='tfds_source' with data.tfds_name for a TFDS dataset built
-as ArrayRecord), so an image experiment switches with one config field.
+Read with `load_image_data(data_cfg, batch_size=..., seed=...)`: for data.source='prepared'
+(data.path=OUT) or 'tfds_source' (data.tfds_name, a TFDS dataset built as ArrayRecord) it
+streams (`load_streamed_image_data`); for every other source it is
+`genai.data.images.load_image_data`. Both return the same `ImageData`, so an image
+experiment that calls this one switches with one config field.
 """
 from __future__ import annotations
 
@@ -28,8 +29,10 @@ import numpy as np
 from genai.data import batching
 from genai.data import images as images_lib
 from genai.data import token_shards
+from genai.data import work_units
 
 FORMAT = 'genai.images/1'
+STREAMED_SOURCES = ('prepared', 'tfds_source')
 SHARD_PATTERN = 'images-{:05d}.array_record'
 _HEADER = struct.Struct('<4siI')  # magic, label (-1 = none), crc32 of the encoded bytes
 _MAGIC = b'GIM1'
@@ -190,7 +193,6 @@ def prepare_images(out: str, *, folder: str = '', idx: str = '', tfds: str = '',
   """Encodes images into OUT/<split>/ shards + manifest per split; returns the manifests.
   `image_size` is recorded as the size readers resize to by default (decoding happens at
   read time)."""
-  from genai.data import prepare  # pylint: disable=import-outside-toplevel
   if sum(bool(x) for x in (folder, idx, tfds)) != 1:
     raise ValueError('--images needs exactly one of --folder, --idx or --tfds.')
   if images_per_shard < 1:
@@ -220,7 +222,7 @@ def prepare_images(out: str, *, folder: str = '', idx: str = '', tfds: str = '',
     if os.path.exists(stale):
       os.remove(stale)
   job = {'out': os.path.abspath(out)}
-  results = prepare.map_units(encode_unit, [(i, u, job) for i, u in enumerate(units)],
+  results = work_units.map_units(encode_unit, [(i, u, job) for i, u in enumerate(units)],
                               workers=workers, runner=runner, beam_args=beam_args,
                               tmp_dir=out)
   skipped = [name for r in results for name in r['skipped']]
@@ -250,7 +252,8 @@ def prepare_images(out: str, *, folder: str = '', idx: str = '', tfds: str = '',
         'shards': [r['shard'] for r in mine],
     }
     token_shards.write_json_atomic(os.path.join(out, s, token_shards.MANIFEST), manifest)
-    prepare._remove_stale(os.path.join(out, s), {r['shard']['file'] for r in mine})  # pylint: disable=protected-access
+    work_units.remove_unlisted(os.path.join(out, s), {r['shard']['file'] for r in mine},
+                               token_shards.MANIFEST)
     manifests[s] = manifest
   return manifests
 
@@ -455,3 +458,11 @@ def load_streamed_image_data(data_cfg: Any, *, batch_size: int, seed: int,
                               image_shape=tuple(eval_x.shape[1:]),
                               num_classes=num_classes if labels else 0,
                               value_range=value_range)
+
+
+def load_image_data(data_cfg: Any, *, batch_size: int, seed: int) -> images_lib.ImageData:
+  """What an image experiment calls: streamed for data.source in STREAMED_SOURCES, else
+  `images.load_image_data` (the whole set in memory)."""
+  if data_cfg.get('source') in STREAMED_SOURCES:
+    return load_streamed_image_data(data_cfg, batch_size=batch_size, seed=seed)
+  return images_lib.load_image_data(data_cfg, batch_size=batch_size, seed=seed)

@@ -16,7 +16,6 @@ from genai.data import batching
 Batch = dict[str, np.ndarray]
 
 VALID_SOURCES = ('embedded', 'idx', 'folder', 'tfds')
-STREAMED_SOURCES = ('prepared', 'tfds_source')  # load_image_data hands these to image_shards
 VALID_VALUE_RANGES = ('[-1,1]', '[0,1]')
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 _KNOWN_SPLITS = ('train', 'test', 'validation', 'val')
@@ -455,14 +454,7 @@ def load_image_data(data_cfg: Any, *, batch_size: int, seed: int) -> ImageData:
   `data_cfg.binarize=True` draws Bernoulli pixels afresh for every train batch (dynamic
   binarisation) and once, with a fixed seed, for the eval set: the usual protocol for
   binarised-MNIST likelihoods.
-
-  data.source='prepared' (data.path: a folder of `python -m genai.data.prepare --images`)
-  or 'tfds_source' (a TFDS dataset built as ArrayRecord) streams the training set, decoded
-  per batch, instead of loading it: genai.data.image_shards.load_streamed_image_data.
   """
-  if data_cfg.get('source') in STREAMED_SOURCES:
-    from genai.data import image_shards  # pylint: disable=import-outside-toplevel
-    return image_shards.load_streamed_image_data(data_cfg, batch_size=batch_size, seed=seed)
   value_range = data_cfg.get('value_range', '[-1,1]')
   binarize = bool(data_cfg.get('binarize', False))
   limit = int(data_cfg.get('max_examples', 0) or 0)

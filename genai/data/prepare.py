@@ -23,40 +23,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import multiprocessing
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from genai.data import corpus_inputs
 from genai.data import token_shards
 from genai.data import tokenizers
+from genai.data import work_units
 
 log = logging.getLogger('genai.data.prepare')
 TOKENIZER_NAMES = ('char', 'sentencepiece', 'gpt2_bpe', 'hf')
-
-
-# ----------------------------------------------------------------- running units.
-
-
-def map_units(fn: Callable[[Any], Any], items: Sequence[Any], *, workers: int = 0,
-              runner: str | None = None, beam_args: Sequence[str] = (),
-              tmp_dir: str | None = None) -> list[Any]:
-  """[fn(item) for item in items], in order: in this process (workers <= 1), in a pool of
-  spawned processes, or as an Apache Beam pipeline on `runner`."""
-  if runner:
-    from genai.data import prepare_beam  # pylint: disable=import-outside-toplevel
-    return prepare_beam.map_units(fn, items, runner=runner, beam_args=beam_args,
-                                  tmp_dir=tmp_dir or '.')
-  workers = min(int(workers if workers else os.cpu_count() or 1), len(items))
-  if workers <= 1:
-    return [fn(item) for item in items]
-  # spawn, not fork: the caller may hold jax/TF threads, which fork does not survive.
-  with multiprocessing.get_context('spawn').Pool(workers) as pool:
-    return list(pool.imap(fn, items, chunksize=1))
 
 
 # -------------------------------------------------------------------- tokenizer.
@@ -93,7 +73,7 @@ def build_tokenizer(spec: str | tokenizers.Tokenizer, out: str, units: list[dict
       raise ValueError(f'--tokenizer_dir={tokenizer_dir} holds a {tok.name} tokenizer, not '
                        f'--tokenizer={spec}; make them agree.')
   elif spec == 'char':
-    charsets = map_units(_chars_of_unit, units, workers=workers, runner=runner,
+    charsets = work_units.map_units(_chars_of_unit, units, workers=workers, runner=runner,
                          beam_args=beam_args, tmp_dir=out)
     chars = set(separator).union(*(set(c) for c in charsets))
     tok = tokenizers.CharTokenizer(''.join(sorted(chars)))
@@ -120,7 +100,7 @@ def _chars_of_unit(unit: dict) -> str:
 
 
 def _check_chars(tok, units, workers, runner, beam_args, out) -> None:
-  charsets = map_units(_chars_of_unit, units, workers=workers, runner=runner,
+  charsets = work_units.map_units(_chars_of_unit, units, workers=workers, runner=runner,
                        beam_args=beam_args, tmp_dir=out)
   missing = set().union(*(set(c) for c in charsets)) - set(tok.chars)
   if missing:
@@ -257,7 +237,7 @@ def prepare_text(out: str, *, inputs: Sequence[str] = (), jsonl: Sequence[str] =
          'dtype': token_shards.token_dtype(tok.vocab_size).name,
          'separator': separator_ids(tok, separator),
          'tokenizer_dir': os.path.abspath(os.path.join(out, token_shards.TOKENIZER_DIR))}
-  results = map_units(tokenize_unit, [(i, u, job) for i, u in enumerate(units)],
+  results = work_units.map_units(tokenize_unit, [(i, u, job) for i, u in enumerate(units)],
                       workers=workers, runner=runner, beam_args=beam_args, tmp_dir=out)
   manifests = {}
   for s in splits:
@@ -289,21 +269,14 @@ def prepare_text(out: str, *, inputs: Sequence[str] = (), jsonl: Sequence[str] =
                    for x in shards],
     }
     token_shards.write_json_atomic(os.path.join(out, s, token_shards.MANIFEST), manifest)
-    _remove_stale(os.path.join(out, s), {x['file'] for x in shards})
+    work_units.remove_unlisted(os.path.join(out, s), {x['file'] for x in shards},
+                               token_shards.MANIFEST)
     manifests[s] = manifest
   dt = time.perf_counter() - t0
   for s, m in manifests.items():
     log.info('%s/%s: %d docs, %d tokens in %d shards (%.1fs)', out, s, m['num_docs'],
              m['num_tokens'], len(m['shards']), dt)
   return manifests
-
-
-def _remove_stale(folder: str, keep: set[str]) -> None:
-  """Shards (and temporary files) of an earlier preparation that the manifest does not list."""
-  for name in os.listdir(folder):
-    if name not in keep and name != token_shards.MANIFEST and (
-        name.endswith('.array_record') or '.tmp-' in name):
-      os.remove(os.path.join(folder, name))
 
 
 def _counts(skipped: dict[str, list[str]]) -> str:

@@ -60,11 +60,11 @@ def test_idx_images_round_trip_and_stream_like_the_in_memory_path(small_mnist, t
   assert [label for _, label in src.read(range(300))] == y.tolist()
 
   for extra in ({}, {'random_flip': True}, {'value_range': '[0,1]', 'binarize': True}):
-    # What an image experiment calls: load_image_data streams for data.source='prepared'
-    # (load_images, the in-memory loader, knows no such source).
-    streamed = images.load_image_data(cfg(path=out, **extra), batch_size=16, seed=4)
-    memory = images.load_image_data(cfg(source='idx', path=str(small_mnist), **extra),
-                                    batch_size=16, seed=4)
+    # The one call for image experiments: streamed for data.source='prepared', the
+    # in-memory loader for the others.
+    streamed = image_shards.load_image_data(cfg(path=out, **extra), batch_size=16, seed=4)
+    memory = image_shards.load_image_data(cfg(source='idx', path=str(small_mnist), **extra),
+                                          batch_size=16, seed=4)
     np.testing.assert_array_equal(streamed.eval_images, memory.eval_images)
     np.testing.assert_array_equal(streamed.eval_labels, memory.eval_labels)
     assert (streamed.image_shape, streamed.num_classes, streamed.value_range) == (
