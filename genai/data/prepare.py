@@ -359,8 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           hf_tokenizer_path=args.hf_tokenizer_path, tokenizer_dir=args.tokenizer_dir,
           **common)
   except (ValueError, FileNotFoundError, ImportError) as e:
+    # Bad inputs: one line and exit code 1 (argparse's own errors exit with 2).
     print(f'error: {e}', file=sys.stderr)
-    return 2
+    return 1
   for split, m in manifests.items():
     what = (f"{m['num_images']} images" if args.images else
             f"{m['num_docs']} documents, {m['num_tokens']} tokens")

@@ -216,7 +216,7 @@ def test_cli(corpus, tmp_path):
   proc = subprocess.run([sys.executable, '-m', 'genai.data.prepare', '--out', str(out),
                          '--inputs', str(tmp_path / 'nothing*.txt')],
                         capture_output=True, text=True, env=env, timeout=60)
-  assert proc.returncode == 2
+  assert proc.returncode == 1
   assert proc.stderr.strip().splitlines() == [
       f"error: input '{tmp_path}/nothing*.txt' matches no file; pass existing files or globs "
       '(quote globs so the shell does not expand them).']
