@@ -59,6 +59,66 @@ def headline(fig: dict) -> dict:
                    f'({fig["peak_source"]}) on {fig["devices"]} x {fig["device"]}'}
 
 
+def measure(pr: dict, *, batch_per_device: int = 4, steps: int = 10, steps_per_call: int = 1,
+            remat: str = 'none', scan_layers: bool = False, dtype: str = '', data: int = -1,
+            fsdp: int = 1, tensor: int = 1, peak_flops: float = 0.0) -> dict:
+  """Times the LM train step of shape `pr` (a PRESETS entry) on random tokens: step time,
+  tokens/s and MFU (the peak per device: `peak_flops`, else the device table, else a
+  measured float32 matmul). Used by main() and by benchmarks/gpu_check.py."""
+  pc = common.parallel_config(data=data, fsdp=fsdp, tensor=tensor)
+  mesh = mesh_lib.make_mesh(pc)
+  n_dev = mesh.devices.size
+  batch = batch_per_device * n_dev
+
+  c = base.get_base_config()
+  c.model.update(num_layers=pr['num_layers'], num_heads=pr['num_heads'], d_model=pr['d_model'],
+                 dtype=dtype or pr['dtype'], remat=remat, scan_layers=scan_layers)
+  c.data.block_size = pr['block']
+  c.train.batch_size = batch
+  c.train.num_steps = 1000
+  model = lm.make_model(c, pr['vocab'])
+  init_state, training = lm_family.state_fns(c, model)
+  init, abstract = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
+  state = init(jax.random.key(0))
+  train_step = lm.make_train_step(lm_objectives.make_loss_fn(c, model), training)
+  step = loop.make_multi_step(train_step, jax.random.key(1), mesh,
+                              sharding.state_shardings(abstract))
+  rng = np.random.default_rng(0)
+  k = steps_per_call
+  tokens = rng.integers(0, pr['vocab'], (k, batch, pr['block'] + 1), dtype=np.int32)
+  batches = sharding.global_batch({'inputs': tokens[..., :-1], 'targets': tokens[..., 1:]},
+                                  sharding.batch_sharding(mesh, leading=1), batch_axis=1)
+  t0 = time.perf_counter()
+  state, m = step(state, batches, np.int32(0))
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  calls = max(1, steps // k)
+  t0 = time.perf_counter()
+  for i in range(calls):
+    state, m = step(state, batches, np.int32((i + 1) * k))
+  jax.block_until_ready(m)
+  sec_per_step = (time.perf_counter() - t0) / (calls * k)
+
+  tokens_per_step = batch * pr['block']
+  flops_per_step = model.config.flops_per_token(pr['block']) * tokens_per_step
+  peak = throughput.peak_flops_per_device(peak_flops)
+  peak_source = 'given' if peak_flops else 'device table (dense bf16)'
+  if not peak:
+    peak, peak_source = measured_matmul_peak(), 'measured float32 2048^2 matmul on this device'
+  return {
+      'device': jax.devices()[0].device_kind, 'devices': n_dev,
+      'params': model.config.num_params(), 'dtype': c.model.dtype, 'remat': remat,
+      'mesh': dict(mesh.shape), 'global_batch': batch, 'block': pr['block'],
+      'compile_s': round(compile_s, 1), 'ms_per_step': round(1e3 * sec_per_step, 2),
+      'tokens_per_sec': round(tokens_per_step / sec_per_step),
+      'tokens_per_sec_per_device': round(tokens_per_step / sec_per_step / n_dev),
+      'model_tflops_per_step': round(flops_per_step / 1e12, 4),
+      'peak_tflops_per_device': round(peak / 1e12, 4), 'peak_source': peak_source,
+      'mfu': round(throughput.mfu(flops_per_step, 1 / sec_per_step, n_dev, peak), 4),
+      'final_loss': float(np.asarray(m['loss'])[-1]),
+  }
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument('--preset', choices=sorted(PRESETS), default='cpu_small')
@@ -74,59 +134,11 @@ def main():
   p.add_argument('--peak_flops', type=float, default=0.0, help='per device; 0 = table/measured')
   results_lib.add_args(p, 'lm_mfu')
   a = p.parse_args()
-  pr = PRESETS[a.preset]
-  pc = common.parallel_config(data=a.data, fsdp=a.fsdp, tensor=a.tensor)
-  mesh = mesh_lib.make_mesh(pc)
-  n_dev = mesh.devices.size
-  batch = a.batch_per_device * n_dev
-
-  c = base.get_base_config()
-  c.model.update(num_layers=pr['num_layers'], num_heads=pr['num_heads'], d_model=pr['d_model'],
-                 dtype=a.dtype or pr['dtype'], remat=a.remat, scan_layers=a.scan_layers)
-  c.data.block_size = pr['block']
-  c.train.batch_size = batch
-  c.train.num_steps = 1000
-  model = lm.make_model(c, pr['vocab'])
-  init_state, training = lm_family.state_fns(c, model)
-  init, abstract = sharding.sharded_init(init_state, mesh, sharding.DEFAULT_RULES)
-  state = init(jax.random.key(0))
-  train_step = lm.make_train_step(lm_objectives.make_loss_fn(c, model), training)
-  step = loop.make_multi_step(train_step, jax.random.key(1), mesh,
-                              sharding.state_shardings(abstract))
-  rng = np.random.default_rng(0)
-  k = a.steps_per_call
-  tokens = rng.integers(0, pr['vocab'], (k, batch, pr['block'] + 1), dtype=np.int32)
-  batches = sharding.global_batch({'inputs': tokens[..., :-1], 'targets': tokens[..., 1:]},
-                                  sharding.batch_sharding(mesh, leading=1), batch_axis=1)
-  t0 = time.perf_counter()
-  state, m = step(state, batches, np.int32(0))
-  jax.block_until_ready(m)
-  compile_s = time.perf_counter() - t0
-  calls = max(1, a.steps // k)
-  t0 = time.perf_counter()
-  for i in range(calls):
-    state, m = step(state, batches, np.int32((i + 1) * k))
-  jax.block_until_ready(m)
-  sec_per_step = (time.perf_counter() - t0) / (calls * k)
-
-  tokens_per_step = batch * pr['block']
-  flops_per_step = model.config.flops_per_token(pr['block']) * tokens_per_step
-  peak = throughput.peak_flops_per_device(a.peak_flops)
-  peak_source = 'given' if a.peak_flops else 'device table (dense bf16)'
-  if not peak:
-    peak, peak_source = measured_matmul_peak(), 'measured float32 2048^2 matmul on this device'
-  out = {
-      'device': jax.devices()[0].device_kind, 'devices': n_dev, 'preset': a.preset,
-      'params': model.config.num_params(), 'dtype': c.model.dtype, 'remat': a.remat,
-      'mesh': dict(mesh.shape), 'global_batch': batch, 'block': pr['block'],
-      'compile_s': round(compile_s, 1), 'ms_per_step': round(1e3 * sec_per_step, 2),
-      'tokens_per_sec': round(tokens_per_step / sec_per_step),
-      'tokens_per_sec_per_device': round(tokens_per_step / sec_per_step / n_dev),
-      'model_tflops_per_step': round(flops_per_step / 1e12, 4),
-      'peak_tflops_per_device': round(peak / 1e12, 4), 'peak_source': peak_source,
-      'mfu': round(throughput.mfu(flops_per_step, 1 / sec_per_step, n_dev, peak), 4),
-      'final_loss': float(np.asarray(m['loss'])[-1]),
-  }
+  fig = measure(PRESETS[a.preset], batch_per_device=a.batch_per_device, steps=a.steps,
+                steps_per_call=a.steps_per_call, remat=a.remat, scan_layers=a.scan_layers,
+                dtype=a.dtype, data=a.data, fsdp=a.fsdp, tensor=a.tensor,
+                peak_flops=a.peak_flops)
+  out = {'device': fig.pop('device'), 'devices': fig.pop('devices'), 'preset': a.preset, **fig}
   print(json.dumps(out, indent=1))
   figures = results_lib.flatten(out)
   results_lib.write(a.result_name, figures, headline=headline(figures),

@@ -87,6 +87,9 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '1/2/4/8 fake CPU devices x data/fsdp/tensor, 60 steps each', 4),
     ('lm_mfu', _LM, 'python -m benchmarks.lm_mfu --preset cpu_small',
      'train-step MFU, 4x256 GPT, block 256, 10 steps', 1),
+    ('gpu_check', _LM, 'python -m benchmarks.gpu_check', 'on a GPU: the bf16, KV-cache, '
+     'Inception and sharding tests, then GPT-2-small bf16 tokens/s and MFU, at most 5 min', 5,
+     ('/dev/nvidia0',)),
     ('lm_distill', 'compression', f'python -m benchmarks.lm_distill --text {TINY} '
      '--out_dir runs/bench/distill', 'teacher, scratch and distilled student, 1,500 steps each',
      3, (TINY,)),

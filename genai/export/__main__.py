@@ -60,5 +60,7 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  from genai import _extras  # pylint: disable=import-outside-toplevel
+  _extras.require('export', 'genai.export')  # one line naming the extra, before the flags
   define_flags()
   app.run(main)

@@ -39,7 +39,10 @@ import tempfile
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-import sqlalchemy as sa
+from genai import _extras
+
+with _extras.needs('feedback', 'genai.feedback.store'):
+  import sqlalchemy as sa
 
 _PENDING, _DECISIONS = 'pending', ('approved', 'rejected')
 _BUSY_TIMEOUT_S = 30.0

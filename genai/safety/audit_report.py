@@ -131,7 +131,9 @@ def gate(results: Mapping[str, Any], thresholds: Mapping[str, float],
 # =========================== Plots ====================================================
 
 def _figure(w: float = 6.0, h: float = 3.2):
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from genai import _extras  # pylint: disable=import-outside-toplevel
+  with _extras.needs('plots', 'genai.safety.audit_report (plots)'):
+    from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   return Figure(figsize=(w, h), dpi=100, layout='constrained')
 
 

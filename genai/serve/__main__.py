@@ -101,6 +101,10 @@ def build(f) -> tuple:
 
 def main(argv):
   del argv
+  from genai import _extras  # pylint: disable=import-outside-toplevel
+  _extras.require('serve', 'genai.serve')  # one line naming the extra, before any loading
+  if flags.FLAGS.feedback or flags.FLAGS.feedback_db:
+    _extras.require('feedback', 'genai.serve --feedback')
   import uvicorn  # pylint: disable=import-outside-toplevel
   try:
     application, engine, reloader = build(flags.FLAGS)
