@@ -90,6 +90,12 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('gpu_check', _LM, 'python -m benchmarks.gpu_check', 'on a GPU: the bf16, KV-cache, '
      'Inception and sharding tests, then GPT-2-small bf16 tokens/s and MFU, at most 5 min', 5,
      ('/dev/nvidia0',)),
+    ('data_at_scale', 'data', 'python -m benchmarks.data_at_scale --sizes 10MB,1GB --batches 3000 '
+     '--bpe_mb 200', 'prepared-corpus reader and training peak RSS, preparation MB/s, pipeline '
+     'headroom', 10),
+    ('data_at_scale_4gb', 'data', 'python -m benchmarks.data_at_scale --sizes 10MB,4GB '
+     '--batches 3000 --result_name data_at_scale_4gb', 'the same at 4 GB (peak RSS vs 10 MB)',
+     20),
     ('lm_distill', 'compression', f'python -m benchmarks.lm_distill --text {TINY} '
      '--out_dir runs/bench/distill', 'teacher, scratch and distilled student, 1,500 steps each',
      3, (TINY,)),
