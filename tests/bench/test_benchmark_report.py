@@ -136,6 +136,7 @@ def test_a_failed_run_keeps_the_previous_result(tmp_path, monkeypatch):
   assert json.loads((tmp_path / 'results' / 'demo.json').read_text()) == good
 
 
+@pytest.mark.slow  # a benchmark subprocess
 def test_a_real_script_with_tiny_settings_writes_a_valid_result(tmp_path):
   cmd = [sys.executable, '-m', 'benchmarks.lm_mfu', '--steps', '1', '--batch_per_device', '1',
          '--results_dir', str(tmp_path)]
@@ -147,6 +148,7 @@ def test_a_real_script_with_tiny_settings_writes_a_valid_result(tmp_path):
   assert 'MFU' in r['headline']['speed'] and 'ms/step' in r['headline']['speed']
 
 
+@pytest.mark.slow  # a benchmark run
 def test_moderation_throughput_through_the_report(tmp_path, monkeypatch):
   monkeypatch.chdir(REPO)
   bench = report.Benchmark('moderation_throughput', 'safety', 'python -m '

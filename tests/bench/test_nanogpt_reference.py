@@ -42,6 +42,7 @@ def test_lr_schedule_is_nanogpts_get_lr():
   assert ref.get_lr(2500, **kw) == 1e-4
 
 
+@pytest.mark.slow  # a training
 def test_run_trains_and_scores_genais_validation_windows():
   rng = np.random.default_rng(0)
   text = torch.tensor(rng.integers(0, 8, 3000), dtype=torch.long)
@@ -57,6 +58,7 @@ def test_run_trains_and_scores_genais_validation_windows():
                                                    'ms_per_step': row['ms_per_step']}
 
 
+@pytest.mark.slow  # a training subprocess
 def test_a_tiny_run_writes_its_result_file(tmp_path):
   rng = np.random.default_rng(0)
   (tmp_path / 'text.txt').write_text(''.join(rng.choice(list('abcdefgh \n'), 4000)))

@@ -15,6 +15,7 @@ def test_there_is_a_notebook_per_main_path():
                        '05_serving.ipynb']
 
 
+@pytest.mark.slow  # runs each notebook (minutes)
 @pytest.mark.parametrize('name', NOTEBOOKS)
 def test_notebook_runs(name):
   import nbformat  # pylint: disable=g-import-not-at-top

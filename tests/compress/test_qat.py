@@ -10,7 +10,7 @@ from genai.compress import quantize as qz
 from genai.models.transformer import Transformer, TransformerConfig
 
 
-@pytest.mark.parametrize('kind', ['int8', 'int4'])
+@pytest.mark.parametrize('kind', [pytest.param('int8', marks=pytest.mark.slow), 'int4'])
 def test_qat_forward_matches_the_stored_integer_model(kind):
   cfg = TransformerConfig(vocab_size=50, num_layers=2, num_heads=4, d_model=64, max_len=16)
   model = Transformer(cfg)

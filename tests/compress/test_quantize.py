@@ -51,7 +51,7 @@ def test_quantized_matmul_equals_the_dequantized_float_matmul(kind):
   assert float(jnp.abs(y - x @ w).max() / jnp.abs(x @ w).max()) < (0.02 if kind == 'int8' else 0.2)
 
 
-@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+@pytest.mark.parametrize('arch', ['gpt2', pytest.param('llama', marks=pytest.mark.slow)])
 @pytest.mark.parametrize('kind', ['int8', 'int4'])
 def test_quantized_transformer_runs_on_integer_kernels(arch, kind):
   cfg = TransformerConfig(vocab_size=50, num_layers=2, num_heads=4, num_kv_heads=2 if arch == 'llama' else 4,

@@ -25,6 +25,7 @@ def _setup(name):
   return cfg, params, tokens
 
 
+@pytest.mark.slow  # long compiles; the pruned-model parity stays fast
 @pytest.mark.parametrize('name', sorted(CFGS))
 def test_keeping_everything_is_the_original_model(name):
   cfg, params, tokens = _setup(name)

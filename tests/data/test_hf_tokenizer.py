@@ -229,6 +229,7 @@ def smollm2():
   return tokenizers.HFTokenizer.from_file(str(SMOLLM2)), ref
 
 
+@pytest.mark.slow  # the real SmolLM2 file
 def test_smollm2_ids_equal_transformers(smollm2):
   tok, ref = smollm2
   assert (tok.vocab_size, tok.bos_id, tok.eos_id) == (49152, 1, 2)
@@ -243,6 +244,7 @@ def test_smollm2_ids_equal_transformers(smollm2):
   assert tok.encode('Hello world!').tolist() == [19556, 905, 17]
 
 
+@pytest.mark.slow  # the real SmolLM2 file
 @pytest.mark.parametrize('n', [1, 3])
 def test_smollm2_chat_template_equals_transformers(smollm2, n):
   tok, ref = smollm2
@@ -256,6 +258,7 @@ def test_smollm2_chat_template_equals_transformers(smollm2, n):
   assert tok.encode(got).tolist() == ref(want, add_special_tokens=False).input_ids
 
 
+@pytest.mark.slow  # a training
 def test_lm_config_trains_with_an_hf_tokenizer(tok_file, tmp_path):
   """tokenizer.hf_tokenizer_path is a config field (so --config.tokenizer.hf_tokenizer_path=
   works), and the LM experiment trains a model over that tokenizer's vocabulary."""

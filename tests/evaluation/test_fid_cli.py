@@ -55,6 +55,7 @@ def samples_dir(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_prints_labelled_domain_metrics_as_json(clf_workdir, samples_dir, tmp_path):
   cache = tmp_path / 'cache'
   cmd = [sys.executable, '-m', 'genai.evaluation.fid', '--samples', str(samples_dir),
@@ -171,6 +172,7 @@ def test_sample_evaluator(tmp_path):
     broken(None, 0)
 
 
+@pytest.mark.slow  # a classifier training
 def test_sample_evaluator_from_config(clf_workdir, tmp_path, monkeypatch):
   monkeypatch.setenv('GENAI_CACHE_DIR', str(tmp_path))
   config = ml_collections.ConfigDict({'seed': 0, 'data': {'source': 'embedded',
@@ -190,6 +192,7 @@ def test_sample_evaluator_from_config(clf_workdir, tmp_path, monkeypatch):
   assert list((tmp_path / 'ref_stats').glob('digits_test_n180_*.npz'))
 
 
+@pytest.mark.slow  # a training per family
 @pytest.mark.parametrize('family', ['vae', 'gan', 'diffusion'])
 def test_image_experiments_log_fid_at_eval(family, clf_workdir, tmp_path, monkeypatch):
   """eval.fid_samples > 0 wires the plug-in into each image experiment's evaluate."""

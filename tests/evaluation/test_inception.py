@@ -217,6 +217,7 @@ def real_params():
   return iw.load_inception_params()
 
 
+@pytest.mark.slow  # the real Inception weights
 @needs_weights
 def test_cache_matches_torchscript_file(real_params):
   if not PT.exists():
@@ -260,6 +261,7 @@ def _torch_reference(model, images, lo, hi):
     return model(t).numpy()
 
 
+@pytest.mark.slow  # the real Inception weights
 @needs_torch
 @needs_weights
 @pytest.mark.filterwarnings('ignore:.*torch.jit.load.*:DeprecationWarning')

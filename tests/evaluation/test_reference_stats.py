@@ -157,6 +157,7 @@ def _inception_available():
     return False
 
 
+@pytest.mark.slow  # the real Inception weights
 @pytest.mark.skipif(not _inception_available(),
                     reason='Inception weights not cached: python -m genai.evaluation.inception_weights')
 def test_real_inception_reference_stats(tmp_path):

@@ -1,7 +1,6 @@
 """The domain classifier: configs train in tiny mode, it learns, its workdir reloads as a
 feature extractor, and bad inputs give clear errors."""
 import glob
-import importlib.util
 import os
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import load_config
 from experiments import classifier as experiment
 from genai.data import images as images_lib
 from genai.families import classifier as classifier_lib
@@ -18,16 +18,10 @@ CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/classifier/*.py'))
                  if os.path.basename(p) != '__init__.py')
 
 
-def _load_config(path, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
+@pytest.mark.slow  # a training per config
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
 def test_every_config_trains_in_runlocal_mode(path, tmp_path):
-  config = _load_config(path)
+  config = load_config(path)
   with tfds.testing.mock_data(num_examples=300):  # The TFDS MNIST config runs offline.
     state = experiment.train_and_evaluate(config, str(tmp_path))
   assert int(state['step']) == config.train.num_steps
@@ -40,7 +34,7 @@ def test_every_config_trains_in_runlocal_mode(path, tmp_path):
 def digits_workdir(tmp_path_factory):
   """A small digits classifier trained for 120 real steps (a few seconds)."""
   workdir = str(tmp_path_factory.mktemp('clf'))
-  config = _load_config(REPO / 'configs/classifier/digits.py', 'steps=120')
+  config = load_config(REPO / 'configs/classifier/digits.py', 'steps=120')
   config.model.widths = (16, 32)
   config.model.feature_dim = 32
   config.optimizer.warmup_steps = 10
@@ -118,7 +112,7 @@ def test_unlabelled_data_is_rejected(tmp_path):
     for i in range(10):
       Image.fromarray(np.full((8, 8), i * 20, np.uint8)).save(
           tmp_path / 'data' / split / f'{i}.png')
-  config = _load_config(REPO / 'configs/classifier/digits.py')
+  config = load_config(REPO / 'configs/classifier/digits.py')
   config.data.source, config.data.path = 'folder', str(tmp_path / 'data')
   config.data.max_examples, config.train.batch_size = 0, 4
   with pytest.raises(ValueError, match='labels'):

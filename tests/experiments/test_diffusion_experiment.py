@@ -1,7 +1,6 @@
 """The diffusion experiment end to end: every config in tiny mode, then sampling (API and
 CLI), class-conditional guidance, and configuration errors."""
 import glob
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import load_config
 from experiments import diffusion
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,20 +21,14 @@ CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/diffusion/*.py'))
                  if os.path.basename(p) not in ('__init__.py', 'base.py'))
 
 
-def _load_config(path, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_config_list():
   assert {os.path.basename(p) for p in CONFIGS} >= {'digits.py', 'mnist.py'}
 
 
+@pytest.mark.slow  # a training per config
 @pytest.mark.parametrize('path', CONFIGS, ids=os.path.basename)
 def test_every_config_trains_in_runlocal_mode_then_samples(path, tmp_path):
-  config = _load_config(path)
+  config = load_config(path)
   workdir = str(tmp_path / 'w')
   with tfds.testing.mock_data(num_examples=40):  # TFDS configs run on generated data offline
     state = diffusion.train_and_evaluate(config, workdir)
@@ -52,6 +46,7 @@ def test_every_config_trains_in_runlocal_mode_then_samples(path, tmp_path):
   assert grid['images'].shape == (config.eval.num_samples, h, w, c)
 
 
+@pytest.mark.slow  # a training and subprocesses
 def test_class_conditional_ddpm_and_cli_with_guidance(tmp_path):
   """Trains the conditional digits config, samples with DDPM in process, then one class
   with guidance through the command line. XLA's backend optimisation is turned off in the
@@ -63,7 +58,7 @@ def test_class_conditional_ddpm_and_cli_with_guidance(tmp_path):
   run = lambda *args: subprocess.run([sys.executable, '-m', 'experiments.diffusion', *args],
                                      cwd=REPO, env=env, capture_output=True, text=True,
                                      timeout=600)
-  config = _load_config(REPO / 'configs/diffusion/digits.py', 'runlocal,cond')
+  config = load_config(REPO / 'configs/diffusion/digits.py', 'runlocal,cond')
   config.eval.num_samples = 0
   config.train.eval_every = config.train.num_steps
   diffusion.train_and_evaluate(config, str(workdir))
@@ -82,21 +77,21 @@ def test_class_conditional_ddpm_and_cli_with_guidance(tmp_path):
 
 
 def test_mnist_config_args():
-  c = _load_config(REPO / 'configs/diffusion/mnist.py', f'path={MNIST},cond')
+  c = load_config(REPO / 'configs/diffusion/mnist.py', f'path={MNIST},cond')
   assert c.data.source == 'idx' and c.data.path == str(MNIST)
   assert c.model.class_conditional and c.sample.guidance > 0
-  c = _load_config(REPO / 'configs/diffusion/mnist.py', '')
+  c = load_config(REPO / 'configs/diffusion/mnist.py', '')
   assert c.data.source == 'tfds' and c.data.tfds_name == 'mnist'
   assert not c.model.class_conditional and c.train.num_steps > 1000
   with pytest.raises(ValueError, match='Unknown config arg'):
-    _load_config(REPO / 'configs/diffusion/mnist.py', 'size=big')
+    load_config(REPO / 'configs/diffusion/mnist.py', 'size=big')
 
 
 def test_errors():
   model_cfg = ml_collections.ConfigDict({'backbone': 'vit', 'dropout': 0.0})
   with pytest.raises(ValueError, match="model.backbone='vit'"):
     diffusion.make_backbone(model_cfg, (8, 8, 1), 0)
-  config = _load_config(REPO / 'configs/diffusion/digits.py', 'runlocal,cond')
+  config = load_config(REPO / 'configs/diffusion/digits.py', 'runlocal,cond')
   with pytest.raises(ValueError, match='data has no labels'):
     diffusion.resolve_num_classes(config, 0)
   assert diffusion.resolve_num_classes(config, 10) == 10
@@ -108,12 +103,13 @@ def test_errors():
     diffusion.load_workdir('/nonexistent/workdir')
 
 
+@pytest.mark.slow  # two trainings
 def test_distillation_from_a_teacher_workdir(tmp_path):
   """A smaller UNet student learns from a trained teacher's eps predictions; the student
   workdir samples without the teacher's weights; a mismatched teacher is refused."""
-  teacher_cfg = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  teacher_cfg = load_config(str(REPO / 'configs/diffusion/digits.py'))
   teacher = diffusion.train_and_evaluate(teacher_cfg, str(tmp_path / 'teacher'))
-  c = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  c = load_config(str(REPO / 'configs/diffusion/digits.py'))
   c.distill.teacher = str(tmp_path / 'teacher')
   c.model.unet.features = max(4, c.model.unet.features // 2)
   state = diffusion.train_and_evaluate(c, str(tmp_path / 'student'))
@@ -123,7 +119,7 @@ def test_distillation_from_a_teacher_workdir(tmp_path):
   images, _, _ = diffusion.sample(str(tmp_path / 'student'), num_images=2,
                                   out=str(tmp_path / 'samples'), steps=2)
   assert np.isfinite(images).all()
-  bad = _load_config(str(REPO / 'configs/diffusion/digits.py'))
+  bad = load_config(str(REPO / 'configs/diffusion/digits.py'))
   bad.distill.teacher = str(tmp_path / 'teacher')
   bad.diffusion.num_timesteps = bad.diffusion.num_timesteps + 1
   with pytest.raises(ValueError, match='a teacher must match the student'):

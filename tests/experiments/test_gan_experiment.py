@@ -1,7 +1,6 @@
 """The GAN experiment end to end: every config in tiny mode, sampling, the train step's EMA,
 and a stopped-and-resumed run that ends bit-identical (params and both optimizers)."""
 import glob
-import importlib.util
 import os
 from pathlib import Path
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import load_config
 from experiments import gan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,13 +19,6 @@ MNIST = REPO.parent / 'shared' / 'data' / 'mnist'
 GAN_CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/gan/*.py'))
                      if os.path.basename(p) not in ('__init__.py', 'base.py'))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1')
-
-
-def _load_config(path, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def _cases():
@@ -39,9 +32,10 @@ def test_config_list():
   assert {os.path.basename(p) for p in GAN_CONFIGS} >= {'digits.py', 'mnist.py'}
 
 
+@pytest.mark.slow  # a training per config
 @pytest.mark.parametrize('path, arg', _cases(), ids=lambda v: os.path.basename(str(v)))
 def test_every_config_trains_and_samples_in_runlocal_mode(path, arg, tmp_path):
-  config = _load_config(path, arg)
+  config = load_config(path, arg)
   workdir = str(tmp_path / 'w')
   with tfds.testing.mock_data(num_examples=64):  # TFDS mnist runs on generated data offline
     state = gan.train_and_evaluate(config, workdir)
@@ -59,7 +53,7 @@ def test_every_config_trains_and_samples_in_runlocal_mode(path, arg, tmp_path):
 
 
 def test_train_step_metrics_and_ema_formula():
-  config = _load_config(REPO / 'configs/gan/digits.py')
+  config = load_config(REPO / 'configs/gan/digits.py')
   config.loss, config.gp.kind, config.gp.weight = 'wgan', 'wgan_gp', 10.0
   config.train.n_critic = 2
   nets = gan.GanNets(config, (8, 8, 1))
@@ -101,6 +95,7 @@ def _run(workdir, *extra):
                         text=True).stdout
 
 
+@pytest.mark.slow  # training subprocesses
 def test_stopped_run_resumes_with_both_optimizers_bit_identical(tmp_path):
   """A run stopped at step 4 and resumed by re-running the same command ends exactly where
   an uninterrupted run does: G/D params, BatchNorm and SpectralNorm state, both optimizer
@@ -133,7 +128,7 @@ def test_stopped_run_resumes_with_both_optimizers_bit_identical(tmp_path):
     ({'model.num_upsamples': 4}, 'not divisible'),
 ])
 def test_bad_inputs_give_clear_errors(overrides, match, tmp_path):
-  config = _load_config(REPO / 'configs/gan/digits.py')
+  config = load_config(REPO / 'configs/gan/digits.py')
   config.update_from_flattened_dict(overrides)
   with pytest.raises(ValueError, match=match):
     gan.build_task(config, str(tmp_path))

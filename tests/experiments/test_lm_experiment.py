@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import REPO, SHARED
+from conftest import REPO, SHARED, load_config
 from experiments import lm
 from genai.families import lm as lm_family
 from genai.train.checkpoints import Checkpointer
@@ -22,21 +22,14 @@ LM_CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/lm/*.py'))
                     if os.path.basename(p) not in ('__init__.py', 'base.py'))
 
 
-def _load_config(path, arg='runlocal'):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_config_list_is_not_empty():
   assert len(LM_CONFIGS) >= 4
 
 
+@pytest.mark.slow  # a training per config (SmolLM2 weights in one)
 @pytest.mark.parametrize('path', LM_CONFIGS, ids=os.path.basename)
 def test_every_config_trains_in_runlocal_mode(path, tmp_path):
-  config = _load_config(path)
+  config = load_config(path)
   if config.tokenizer.name == 'gpt2_bpe':
     if not GPT2_RANKS.exists():
       pytest.skip(f'needs {GPT2_RANKS}')
@@ -52,8 +45,9 @@ def test_every_config_trains_in_runlocal_mode(path, tmp_path):
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state['params']))
 
 
+@pytest.mark.slow  # a training
 def test_sampling_and_bleu_from_a_trained_workdir(tmp_path):
-  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  config = load_config(REPO / 'configs/lm/pydoc_char.py')
   bleu_file = tmp_path / 'bleu.jsonl'
   bleu_file.write_text(json.dumps({'prompt': 'The ', 'reference': 'following'}) + '\n')
   config.eval.bleu_file = str(bleu_file)
@@ -102,6 +96,7 @@ RUN = ['--config.train.num_steps=300', '--config.train.checkpoint_every=20',
        '--config.train.eval_every=1000', '--config.train.log_every=50']
 
 
+@pytest.mark.slow  # training subprocesses
 def test_killed_run_resumes_bit_identical(tmp_path):
   """SIGKILL partway, re-run the same command: final params equal an uninterrupted run."""
   ref = tmp_path / 'ref'
@@ -124,6 +119,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow  # a training subprocess
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   proc = subprocess.Popen(_cmd(tmp_path, *RUN), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
@@ -136,6 +132,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   assert _finished_steps(tmp_path)[-1] == step
 
 
+@pytest.mark.slow  # a subprocess
 def test_bad_config_key_on_the_command_line(tmp_path):
   out = subprocess.run(_cmd(tmp_path, '--config.model.n_layer=3'), cwd=REPO, env=ENV,
                        capture_output=True, text=True)
@@ -144,7 +141,7 @@ def test_bad_config_key_on_the_command_line(tmp_path):
 
 
 def test_model_max_len_defaults_to_the_block_and_can_be_raised():
-  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  config = load_config(REPO / 'configs/lm/pydoc_char.py')
   block = config.data.block_size
   assert lm_family.make_model(config, 11).config.max_len == block
   config.model.max_len = 4 * block  # sample past the training block
@@ -165,7 +162,7 @@ def test_model_max_len_defaults_to_the_block_and_can_be_raised():
     (dict(optimizer=dict(name='lamb')), ValueError, 'optimizer.name'),
 ])
 def test_bad_inputs_give_clear_errors(overrides, error, match, tmp_path):
-  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  config = load_config(REPO / 'configs/lm/pydoc_char.py')
   config.update_from_flattened_dict(
       {f'{k}.{kk}': vv for k, v in overrides.items() for kk, vv in v.items()})
   with pytest.raises(error, match=match):
@@ -175,7 +172,7 @@ def test_bad_inputs_give_clear_errors(overrides, error, match, tmp_path):
 def test_empty_corpus_error(tmp_path):
   empty = tmp_path / 'empty.txt'
   empty.write_text('')
-  config = _load_config(REPO / 'configs/lm/pydoc_char.py')
+  config = load_config(REPO / 'configs/lm/pydoc_char.py')
   config.data.source, config.data.path = 'files', str(empty)
   with pytest.raises(ValueError, match='empty'):
     lm.train_and_evaluate(config, str(tmp_path / 'w'))
@@ -186,6 +183,7 @@ def test_sampling_a_directory_that_is_not_a_workdir(tmp_path):
     lm_family.sample(str(tmp_path), 'a', num_tokens=3)
 
 
+@pytest.mark.slow  # a subprocess
 def test_sampling_command_line_with_moderation(lm_workdir, tmp_path):
   rules = tmp_path / 'rules.json'
   rules.write_text(json.dumps({'rules': [{'name': 'no_e', 'type': 'regex', 'pattern': 'e',

@@ -37,6 +37,7 @@ def _params(wd):
   return jax.tree.map(np.asarray, lm_family.load_workdir(wd)[2])
 
 
+@pytest.mark.slow  # trainings
 def test_lora_trains_only_adapters_and_merges_for_sampling(base_workdir, tmp_path):
   wd = str(tmp_path)
   c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'lora.rank': 4,
@@ -58,6 +59,7 @@ def test_lora_trains_only_adapters_and_merges_for_sampling(base_workdir, tmp_pat
   assert lm_family.sample(wd, 'The ', num_tokens=5)[0].startswith('The ')
 
 
+@pytest.mark.slow  # trainings
 def test_freeze_regex_keeps_matching_params(base_workdir, tmp_path):
   c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'train.freeze': r'^embed|attn/'})
   state = lm.train_and_evaluate(c, str(tmp_path))
@@ -71,6 +73,7 @@ def test_freeze_regex_keeps_matching_params(base_workdir, tmp_path):
     lm.train_and_evaluate(_config(**{'train.freeze': '.'}), str(tmp_path / 'all'))
 
 
+@pytest.mark.slow  # trainings
 def test_init_from_changes_only_shape_free_fields(base_workdir, tmp_path):
   c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'model.scan_layers': True,
                  'train.num_steps': 4})
@@ -97,6 +100,7 @@ def test_sft_mask_covers_exactly_the_response():
     sft.encode_examples([{'prompt': 'abcdefgha', 'response': 'b'}], tok, block_size=8)
 
 
+@pytest.mark.slow  # trainings
 def test_sft_trains_from_jsonl_with_masked_loss(base_workdir, tmp_path):
   rows = [{'prompt': f'Q{i}: what is {i}+1? A: ', 'response': f'{i + 1}.'} for i in range(40)]
   path = _jsonl(tmp_path / 'sft.jsonl', rows)
@@ -110,6 +114,7 @@ def test_sft_trains_from_jsonl_with_masked_loss(base_workdir, tmp_path):
     sft.read_jsonl(_jsonl(tmp_path / 'bad.jsonl', [{'text': 'x'}]))
 
 
+@pytest.mark.slow  # trainings
 def test_export_hf_of_a_workdir_loads_in_transformers(base_workdir, tmp_path):
   torch = pytest.importorskip('torch')
   transformers = pytest.importorskip('transformers')
@@ -130,6 +135,7 @@ def test_export_hf_of_a_workdir_loads_in_transformers(base_workdir, tmp_path):
 
 
 
+@pytest.mark.slow  # trainings
 def test_prune_during_fine_tuning_keeps_the_sparsity(base_workdir, tmp_path):
   from genai.compress import pruning
   c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'prune.kind': 'magnitude',
@@ -143,6 +149,7 @@ def test_prune_during_fine_tuning_keeps_the_sparsity(base_workdir, tmp_path):
     lm.train_and_evaluate(_config(**{'prune.kind': 'nm', 'lora.rank': 2}), str(tmp_path / 'x'))
 
 
+@pytest.mark.slow  # trainings
 def test_distillation_from_a_teacher_workdir(base_workdir, tmp_path):
   wd = str(tmp_path)
   c = _config(**{'distill.teacher': f'workdir:{base_workdir}', 'model.d_model': 16,
@@ -160,6 +167,7 @@ def test_distillation_from_a_teacher_workdir(base_workdir, tmp_path):
                                      'distill.alpha': 1.5}), str(tmp_path / 'bad'))
 
 
+@pytest.mark.slow  # trainings
 def test_quantization_aware_training_runs_on_the_loop(base_workdir, tmp_path):
   c = _config(**{'model.init_from': f'workdir:{base_workdir}', 'model.qat': 'int8'})
   lines = []

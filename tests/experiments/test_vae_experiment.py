@@ -1,7 +1,6 @@
 """The VAE experiment end to end: every config in runlocal mode, metrics and sample files,
 the --sample command line, and clear errors for data the likelihood cannot score."""
 import glob
-import importlib.util
 import os
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from conftest import load_config
 from experiments import vae
 from genai.train import workdir as workdir_lib
 from genai.train.checkpoints import Checkpointer
@@ -18,13 +18,6 @@ from genai.train.checkpoints import Checkpointer
 REPO = Path(__file__).resolve().parents[2]
 VAE_CONFIGS = sorted(p for p in glob.glob(str(REPO / 'configs/vae/*.py'))
                      if os.path.basename(p) not in ('__init__.py', 'base.py'))
-
-
-def _load_config(path, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
 
 
 def _train(config, workdir):
@@ -58,14 +51,15 @@ def test_config_list():
 def digits_run(tmp_path_factory):
   """One trained runlocal digits workdir, shared by the tests that need a checkpoint."""
   workdir = tmp_path_factory.mktemp('digits')
-  config = _load_config(REPO / 'configs/vae/digits.py')
+  config = load_config(REPO / 'configs/vae/digits.py')
   state, evals = _train(config, workdir)
   return config, workdir, state, evals
 
 
+@pytest.mark.slow  # a training per config
 @pytest.mark.parametrize('path, arg', RUNS, ids=lambda v: os.path.basename(v))
 def test_every_config_trains_evaluates_and_writes_samples(path, arg, tmp_path, request):
-  config = _load_config(path, arg)
+  config = load_config(path, arg)
   if arg == 'runlocal' and path.endswith('digits.py'):
     _, tmp_path, state, evals = request.getfixturevalue('digits_run')
   else:
@@ -95,6 +89,7 @@ def test_every_config_trains_evaluates_and_writes_samples(path, arg, tmp_path, r
   assert prior.shape == (config.eval.num_samples, h, w, c) and prior.dtype == np.uint8
 
 
+@pytest.mark.slow  # a training and a subprocess
 def test_sample_command_line_writes_a_grid_and_npz(digits_run, tmp_path):
   _, workdir, _, _ = digits_run
   out = tmp_path / 'out'
@@ -114,7 +109,7 @@ def test_sample_command_line_writes_a_grid_and_npz(digits_run, tmp_path):
 
 
 def test_bernoulli_model_refuses_data_in_minus_one_one(tmp_path):
-  config = _load_config(REPO / 'configs/vae/digits.py')
+  config = load_config(REPO / 'configs/vae/digits.py')
   config.data.binarize = False
   config.data.value_range = '[-1,1]'
   with pytest.raises(ValueError, match=r"expects images in \[0,1\].*data.value_range='\[0,1\]'"):
@@ -122,14 +117,14 @@ def test_bernoulli_model_refuses_data_in_minus_one_one(tmp_path):
 
 
 def test_bernoulli_model_refuses_grey_levels(tmp_path):
-  config = _load_config(REPO / 'configs/vae/digits.py')
+  config = load_config(REPO / 'configs/vae/digits.py')
   config.data.binarize = False
   with pytest.raises(ValueError, match='data.binarize=True'):
     vae.train_and_evaluate(config, str(tmp_path))
 
 
 def test_gaussian_model_refuses_a_mismatched_value_range(tmp_path):
-  config = _load_config(REPO / 'configs/vae/digits.py', 'runlocal,likelihood=gaussian')
+  config = load_config(REPO / 'configs/vae/digits.py', 'runlocal,likelihood=gaussian')
   task_data = vae.images_lib.load_image_data(config.data, batch_size=8, seed=0)
   model = vae.make_vae(config.model, task_data.image_shape)
   with pytest.raises(ValueError, match='looks like'):
@@ -137,12 +132,12 @@ def test_gaussian_model_refuses_a_mismatched_value_range(tmp_path):
 
 
 def test_config_args_pick_the_data_source():
-  c = _load_config(REPO / 'configs/vae/mnist.py', 'path=../shared/data/mnist')
+  c = load_config(REPO / 'configs/vae/mnist.py', 'path=../shared/data/mnist')
   assert (c.data.source, c.data.path, c.data.binarize) == ('idx', '../shared/data/mnist', True)
-  c = _load_config(REPO / 'configs/vae/mnist.py', '')
+  c = load_config(REPO / 'configs/vae/mnist.py', '')
   assert (c.data.source, c.data.tfds_name) == ('tfds', 'mnist')
   with pytest.raises(ValueError, match='likelihood'):
-    _load_config(REPO / 'configs/vae/digits.py', 'likelihood=laplace')
+    load_config(REPO / 'configs/vae/digits.py', 'likelihood=laplace')
 
 
 def test_sampling_errors(tmp_path):

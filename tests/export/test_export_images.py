@@ -18,6 +18,8 @@ from genai.export import workdir as export_workdir
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 
+pytestmark = pytest.mark.slow  # three trainings, SavedModel and TFLite (int8) conversions
+
 B = 3
 CONFIGS = {'gan': (gan, 'configs/gan/digits.py', 'runlocal'),
            'vae': (vae, 'configs/vae/digits.py', 'runlocal'),

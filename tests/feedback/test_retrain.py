@@ -61,6 +61,7 @@ def test_registry_versions_and_rollback(tmp_path, lm_workdir):
     reg.get('v9')
 
 
+@pytest.mark.slow  # trainings
 def test_retrain_promotes_a_better_model_and_refuses_a_worse_one(root, tmp_path):
   watch = tmp_path / 'incoming'
   watch.mkdir()
@@ -113,6 +114,7 @@ def test_server_follows_the_registry(root, lm_workdir):
   assert app.state.served.model.version == 'v2'
 
 
+@pytest.mark.slow  # a subprocess
 def test_cli_errors(tmp_path):
   assert retrain_cli.main(['run', f'--root={tmp_path}']) == 2
   r = subprocess.run([sys.executable, '-m', 'experiments.retrain', 'rollback',
@@ -121,6 +123,7 @@ def test_cli_errors(tmp_path):
   assert r.returncode == 2 and 'retrain init' in r.stderr and 'Traceback' not in r.stderr
 
 
+@pytest.mark.slow  # a training
 def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
   from genai.feedback.store import FeedbackStore  # pylint: disable=g-import-not-at-top
   served = Registry(root).current()['workdir']
@@ -145,6 +148,7 @@ def test_feedback_in_the_served_workdir_drives_a_dpo_stage(root):
   assert {'report.md', 'report.html'} <= set(os.listdir(report))
 
 
+@pytest.mark.slow  # a training
 def test_accepted_and_edited_responses_drive_an_sft_stage(root):
   from genai.feedback.store import FeedbackStore  # pylint: disable=g-import-not-at-top
   with FeedbackStore(f"sqlite:///{os.path.join(root, 'feedback.db')}") as store:

@@ -1,7 +1,5 @@
 """The DiT backbone: shapes, adaLN-Zero init, patchify, positions, conditioning, dropout."""
 import functools
-import importlib.util
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,9 +7,8 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import REPO, load_config
 from genai.models import dit
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _tiny(**kw):
@@ -227,16 +224,9 @@ def test_bfloat16_compute_keeps_float32_params_and_output():
   np.testing.assert_allclose(out, ref, atol=0.1 * float(np.abs(ref).max()))
 
 
-def _load_config(name, arg='runlocal'):
-  spec = importlib.util.spec_from_file_location('cfg', REPO / 'configs' / 'diffusion' / name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def test_dit_mnist_config_fits_28x28():
   for arg in ('', 'runlocal,cond,path=/some/mnist'):
-    config = _load_config('dit_mnist.py', arg)
+    config = load_config(REPO / 'configs/diffusion/dit_mnist.py', arg)
     assert config.model.backbone == 'dit'
     d = config.model.dit
     assert dit.check_patch_size((28, 28), d.patch_size) == (28 // d.patch_size,) * 2
@@ -244,9 +234,10 @@ def test_dit_mnist_config_fits_28x28():
   assert config.data.source == 'idx' and config.model.class_conditional
 
 
+@pytest.mark.slow  # a training
 def test_dit_digits_trains_in_runlocal_mode(tmp_path):
   from experiments import diffusion  # pylint: disable=g-import-not-at-top
-  config = _load_config('dit_digits.py')
+  config = load_config(REPO / 'configs/diffusion/dit_digits.py')
   assert config.model.backbone == 'dit'
   state = diffusion.train_and_evaluate(config, str(tmp_path))
   assert int(state['step']) == config.train.num_steps

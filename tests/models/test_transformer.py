@@ -138,6 +138,7 @@ def test_kv_cache_decoding_equals_full_forward(name):
   assert cache['k'][0].shape == (2, cfg.num_kv_heads, 20, cfg.head_dim)
 
 
+@pytest.mark.slow  # long compiles; forward and KV-cache parity stay fast
 def test_cache_rows_can_sit_at_different_positions():
   """Continuous batching: each row decodes at its own position."""
   cfg = CONFIGS['llama_gqa']
@@ -155,6 +156,7 @@ def test_cache_rows_can_sit_at_different_positions():
   np.testing.assert_allclose(logits[1, 0], full[1, 3], atol=1e-5)
 
 
+@pytest.mark.slow  # long compiles; forward and KV-cache parity stay fast
 def test_dropout_is_active_only_in_training():
   cfg = TransformerConfig(vocab_size=11, num_layers=1, num_heads=2, d_model=16, max_len=8,
                           dropout=0.5)
@@ -212,6 +214,7 @@ def _stack_layers(params, num_layers):
   return out
 
 
+@pytest.mark.slow  # long compiles; forward and KV-cache parity stay fast
 @pytest.mark.parametrize('name', ['gpt2', 'llama_gqa'])
 def test_scan_layers_and_remat_equal_the_unrolled_model(name):
   cfg = CONFIGS[name]
@@ -243,6 +246,7 @@ def test_scan_layers_and_remat_equal_the_unrolled_model(name):
   np.testing.assert_allclose(ca['k'], cb['k'], atol=1e-6)
 
 
+@pytest.mark.slow  # long compiles; forward and KV-cache parity stay fast
 def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   cfg = CONFIGS['llama_gqa']
   model, params, tokens = _init(cfg)
@@ -256,6 +260,7 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   assert 0 < err < 0.05  # bf16 has 8 mantissa bits
 
 
+@pytest.mark.slow  # long compiles; forward and KV-cache parity stay fast
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_every_parameter_names_its_axes(name):
   cfg = CONFIGS[name]

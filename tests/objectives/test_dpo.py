@@ -37,6 +37,7 @@ def test_sequence_logprobs_sum_masked_tokens():
   np.testing.assert_allclose(dpo.sequence_logprobs(logits, targets, mask), want, rtol=1e-6)
 
 
+@pytest.mark.slow  # a training
 def test_preferred_responses_become_more_likely(lm_workdir, tmp_path):
   from experiments import lm  # pylint: disable=g-import-not-at-top
   # The rater prefers continuations in capitals.

@@ -79,6 +79,7 @@ print(json.dumps({'loss': loss, 'has_stats': 'g_batch_stats' in state}))
 '''
 
 
+@pytest.mark.slow  # a GAN training in a subprocess
 def test_gan_trains_with_per_device_batchnorm():
   r = _run(GAN, 4)
   assert r['has_stats'] and r['loss'] and np.isfinite(r['loss']).all()

@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # training subprocesses on 8 fake devices and over gloo
+
 SCRIPT = os.path.join(os.path.dirname(__file__), 'lm_sharded_run.py')
 
 

@@ -294,6 +294,7 @@ def hf_smollm2():
                                               dtype=torch.float32).eval()
 
 
+@pytest.mark.slow  # the real SmolLM2 weights
 @needs_smollm2
 def test_smollm2_config(smollm2):
   cfg, _, tok, meta = smollm2
@@ -304,6 +305,7 @@ def test_smollm2_config(smollm2):
   assert meta['tokenizer.ggml.pre'] == 'smollm'
 
 
+@pytest.mark.slow  # the real SmolLM2 weights
 @needs_smollm2
 @needs_hf_gguf
 def test_smollm2_logits_match_transformers(smollm2, hf_smollm2):
@@ -319,6 +321,7 @@ def test_smollm2_logits_match_transformers(smollm2, hf_smollm2):
   np.testing.assert_array_equal(got.argmax(-1), ref.argmax(-1))
 
 
+@pytest.mark.slow  # the real SmolLM2 weights
 @needs_smollm2
 @needs_hf_gguf
 def test_smollm2_greedy_generation_matches_transformers(smollm2, hf_smollm2):

@@ -83,6 +83,7 @@ def trained_workdir(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow  # a longer training (trained_workdir)
 def test_held_out_accuracy_is_clearly_above_chance(trained_workdir):
   result = experiment.test_accuracy(trained_workdir)
   assert result['n'] == 53 and result['step'] == 300
@@ -91,6 +92,7 @@ def test_held_out_accuracy_is_clearly_above_chance(trained_workdir):
   assert result['eval/recall'] >= 0.7 and result['eval/precision'] >= 0.7, result
 
 
+@pytest.mark.slow  # a longer training (trained_workdir)
 def test_moderator_with_the_classifier(trained_workdir):
   m = mod.Moderator.from_config({'classifier': {'workdir': trained_workdir,
                                                 'threshold': 0.8}})

@@ -57,6 +57,7 @@ def _naive_greedy(model, params, prompt, n, window):
   return seq
 
 
+@pytest.mark.slow  # an eager reference loop, one compile per length
 @pytest.mark.parametrize('arch', ['gpt2', 'llama'])
 def test_cached_greedy_generation_equals_naive_loop(arch):
   model, params = _model(arch=arch)
@@ -65,6 +66,7 @@ def test_cached_greedy_generation_equals_naive_loop(arch):
   np.testing.assert_array_equal(got, _naive_greedy(model, params, prompt, 12, 32))
 
 
+@pytest.mark.slow  # an eager reference loop, one compile per length
 def test_generation_longer_than_context_continues_in_chunks():
   model, params = _model(max_len=8)
   prompt = np.array([[1, 2, 3]])

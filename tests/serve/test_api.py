@@ -16,29 +16,9 @@ from genai.serve import limits as limits_lib
 from genai.serve import models
 from genai.serve import reload
 from genai.serve.engine import Engine
-from serving_helpers import lm_config, running_server, free_port
-
-KEY = 'sk-test-123'
-
-
-def make_engine(served, **kw):
-  e = Engine(served.model, served.params, served.tokenizer, version=served.version,
-             num_slots=kw.pop('num_slots', 4), steps_per_tick=4, **kw)
-  e.warmup()
-  e.start()
-  return e
-
-
-@pytest.fixture(scope='module')
-def served(lm_workdir):
-  return models.load(lm_workdir)
-
-
-@pytest.fixture(scope='module')
-def engine(served):
-  e = make_engine(served)
-  yield e
-  e.stop()
+from serving_helpers import KEY, free_port, lm_config, make_engine, running_server
+# The shared fixtures (pytest finds them in this module's namespace):
+from serving_helpers import client, engine, served  # pylint: disable=unused-import
 
 
 @pytest.fixture(scope='module')
@@ -57,12 +37,6 @@ def url(served, engine, records):
                      on_generation=records.append)
   with running_server(app) as base:
     yield base
-
-
-@pytest.fixture()
-def client(url):
-  with httpx.Client(base_url=url, timeout=60, headers={'Authorization': f'Bearer {KEY}'}) as c:
-    yield c
 
 
 def test_health_models_and_docs(client, served):
@@ -271,6 +245,7 @@ def test_hot_reload_keeps_serving(tmp_path, lm_workdir):
     engine.stop()
 
 
+@pytest.mark.slow  # a server subprocess
 def test_command_line_server(lm_workdir, tmp_path):
   port = free_port()
   proc = subprocess.Popen(

@@ -9,19 +9,19 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from genai.serve import api
 from genai.serve import limits as limits_lib
 from genai.serve import models
-from genai.serve.engine import Engine
-from serving_helpers import running_server
+from serving_helpers import make_engine, running_server
+
+pytestmark = pytest.mark.slow  # a fuzz pass over the schema (minutes)
 
 
 def test_schemathesis_finds_no_server_errors(lm_workdir, tmp_path):
   served = models.load(lm_workdir)
-  engine = Engine(served.model, served.params, served.tokenizer, num_slots=4, steps_per_tick=4,
-                  version=served.version)
-  engine.warmup()
-  engine.start()
+  engine = make_engine(served)
   cli = shutil.which('schemathesis', path=os.path.dirname(sys.executable)) or 'schemathesis'
   app = api.make_app(served, engine=engine,
                      limits=limits_lib.Limits(api_keys=frozenset({'k'}), max_new_tokens=32))

@@ -24,7 +24,8 @@ def _train(family, arg='runlocal', **overrides):
   return exp, config
 
 
-@pytest.fixture(scope='module', params=['gan', 'vae', 'diffusion'])
+@pytest.fixture(scope='module', params=[pytest.param('gan', marks=pytest.mark.slow), 'vae',
+                                        pytest.param('diffusion', marks=pytest.mark.slow)])
 def workdir(request, tmp_path_factory):
   family = request.param
   exp, config = _train(family, 'runlocal,cond' if family == 'diffusion' else 'runlocal')

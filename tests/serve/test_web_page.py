@@ -10,28 +10,12 @@ import pytest
 from genai.feedback.store import FeedbackStore
 from genai.serve import api
 from genai.serve import limits as limits_lib
-from genai.serve import models
-from genai.serve.engine import Engine
-from serving_helpers import running_server
+from serving_helpers import KEY, running_server
+# The shared fixtures (pytest finds them in this module's namespace):
+from serving_helpers import client, engine, served  # pylint: disable=unused-import
 
-KEY = 'sk-web-123'
 CHROMIUM = '/usr/bin/chromium'
 FLAG = 'has_e'  # the stand-in output filter flags every output with an 'e' in it
-
-
-@pytest.fixture(scope='module')
-def served(lm_workdir):
-  return models.load(lm_workdir)
-
-
-@pytest.fixture(scope='module')
-def engine(served):
-  e = Engine(served.model, served.params, served.tokenizer, version=served.version,
-             num_slots=2, steps_per_tick=4)
-  e.warmup()
-  e.start()
-  yield e
-  e.stop()
 
 
 @pytest.fixture(scope='module')
@@ -54,12 +38,6 @@ def url(served, engine, store):
                      feedback_store=store)
   with running_server(app) as base:
     yield base
-
-
-@pytest.fixture()
-def client(url):
-  with httpx.Client(base_url=url, timeout=60, headers={'Authorization': f'Bearer {KEY}'}) as c:
-    yield c
 
 
 def review_item_for(store, generation_id):
@@ -210,6 +188,7 @@ def browser():
     b.close()
 
 
+@pytest.mark.slow  # a headless browser
 def test_web_page_in_chromium(browser, url, store):
   from playwright.sync_api import expect  # pylint: disable=g-import-not-at-top
   page = browser.new_page()

@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import load_config
 from genai.train import cli
 
@@ -23,6 +25,7 @@ def test_unknown_field_names_the_close_fields():
   assert cli.unknown_field(['prog', '--config.train.num_steps=3', '--workdir=w'], config) is None
 
 
+@pytest.mark.slow  # a subprocess
 def test_the_experiment_cli_exits_with_that_line():
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   proc = subprocess.run(
@@ -35,6 +38,7 @@ def test_the_experiment_cli_exits_with_that_line():
   assert 'Traceback' not in proc.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_other_flag_errors_keep_absls_one_line():
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.lm', '--config', f'{CONFIG}:runlocal',
