@@ -48,10 +48,13 @@ def train_config(**overrides) -> ml_collections.ConfigDict:
   keys through overrides (e.g. LM grad_accum_steps, GAN n_critic).
 
   steps_per_call: train steps per jitted call (an unrolled lax.scan; 1 = plain). stop_after
-  > 0 stops after that many steps (pre-emption drills).
+  > 0 stops after that many steps (pre-emption drills). on_damaged_checkpoint: 'fallback'
+  (resume from the newest intact checkpoint, moving damaged newer ones aside to
+  <step>.damaged) or 'fail' (refuse, naming the step and the command that would resume).
   """
   return _block(dict(batch_size=64, num_steps=1000, steps_per_call=1, log_every=100,
-                     eval_every=1000, checkpoint_every=1000, max_to_keep=3, stop_after=0),
+                     eval_every=1000, checkpoint_every=1000, max_to_keep=3, stop_after=0,
+                     on_damaged_checkpoint='fallback'),
                 overrides)
 
 

@@ -19,6 +19,14 @@ def get_image_data_config(**overrides) -> ml_collections.ConfigDict:
   d.value_range = '[-1,1]'   # '[-1,1]' | '[0,1]'
   d.binarize = False         # dynamic binarisation (Bernoulli likelihoods; needs '[0,1]')
   d.random_flip = False
+  # 'folder' only: a folder without train/test subfolders holds this fraction out for eval
+  # (0 = evaluate on the training images); a scan refuses images smaller than
+  # min_image_size or upscaled by more than max_upscale to image_size (0 = no limit), and
+  # names every bad file at once, or skips them with a count when skip_bad_images.
+  d.eval_fraction = 0.1
+  d.min_image_size = 8
+  d.max_upscale = 4.0
+  d.skip_bad_images = False
   d.update(overrides)
   return d
 

@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -192,5 +191,4 @@ def _sample_from_flags(f) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/diffusion/digits.py'),
-          flags_parser=cli.parse_flags)
+  cli.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/diffusion/digits.py'))

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import optax
 
+from genai import errors
 from genai.data import preferences
 from genai.data import sequences
 from genai.data import sft
@@ -128,6 +129,11 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models,
   models = resolve_model(config, workdir, text)
   tok = models.tokenizer
   tokens = tok.encode(text)
+  if len(tokens) < block + 1:
+    raise errors.DataError(
+        f'the corpus ({text_sources.describe(config.data)}) is {len(tokens)} tokens '
+        f'({len(text)} characters), shorter than one window of data.block_size + 1 = '
+        f'{block + 1} tokens', 'use more text or a smaller data.block_size')
   train_tokens, val_tokens = sequences.split_train_val(
       tokens, config.data.val_fraction, block_size=block)
   train_iter = sequences.make_train_iterator(
@@ -258,4 +264,4 @@ if __name__ == '__main__':
       return
     run(argv)
 
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run(main)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from absl import app
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -111,6 +110,5 @@ def _print_accuracy(f) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(cli.main(train_and_evaluate, _print_accuracy,
-                   'configs/text_classifier/moderation.py', action='accuracy'),
-          flags_parser=cli.parse_flags)
+  cli.run(cli.main(train_and_evaluate, _print_accuracy,
+                   'configs/text_classifier/moderation.py', action='accuracy'))

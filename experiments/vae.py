@@ -16,7 +16,6 @@ import functools
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import ml_collections
@@ -195,5 +194,4 @@ def _sample_from_flags(f) -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/vae/digits.py'),
-          flags_parser=cli.parse_flags)
+  cli.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/vae/digits.py'))

@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from absl import logging
 import grain
 import numpy as np
 
+from genai import errors
 from genai.data import batching
 
 Batch = dict[str, np.ndarray]
@@ -29,6 +31,14 @@ def load_images(data_cfg: Any, split: str
   'idx' (MNIST-format files in `data_cfg.path`), 'folder' (PNG/JPEG files
   under `data_cfg.path`, one subfolder per class optional) or 'tfds'
   (`data_cfg.tfds_name`).
+
+  A folder is scanned whole: every unreadable image, and every image smaller than
+  `data_cfg.min_image_size` or that `data_cfg.image_size` would upscale by more than
+  `data_cfg.max_upscale`, is named in one error (or skipped with a count in the log when
+  `data_cfg.skip_bad_images`). A folder without train/test subfolders holds out
+  `data_cfg.eval_fraction` of its images (a fixed draw) as the split named
+  `data_cfg.eval_split`; the rest is `data_cfg.train_split`. Fields a `data_cfg` lacks are
+  off (no size checks, no held-out split).
   """
   source = getattr(data_cfg, 'source', 'embedded')
   if source == 'embedded':
@@ -36,9 +46,7 @@ def load_images(data_cfg: Any, split: str
   elif source == 'idx':
     images, labels = _load_idx(getattr(data_cfg, 'path', None), split)
   elif source == 'folder':
-    images, labels = _load_folder(
-        getattr(data_cfg, 'path', None), split,
-        image_size=int(getattr(data_cfg, 'image_size', 0) or 0))
+    images, labels = _load_folder(getattr(data_cfg, 'path', None), split, data_cfg=data_cfg)
   elif source == 'tfds':
     images, labels = _load_tfds(
         name=getattr(data_cfg, 'tfds_name', None), split=split,
@@ -146,8 +154,9 @@ def _is_image(p: Path) -> bool:
   return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _decode(path: Path, image_size: int) -> np.ndarray:
-  """Decodes one file to uint8 [H, W, C] with C in {1, 3}."""
+def _decode(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+  """Decodes one file to (uint8 [H, W, C] with C in {1, 3}, its size (h, w) before any
+  resize). Raises ValueError naming the file when it cannot be decoded."""
   try:
     from PIL import Image  # pylint: disable=import-outside-toplevel
   except ImportError:
@@ -155,6 +164,7 @@ def _decode(path: Path, image_size: int) -> np.ndarray:
   try:
     with Image.open(path) as im:
       im.load()
+      size = (im.size[1], im.size[0])
       if im.mode not in ('L', 'RGB'):
         grey = im.mode in ('1', 'LA', 'I', 'I;16', 'F')
         im = im.convert('L' if grey else 'RGB')
@@ -164,25 +174,113 @@ def _decode(path: Path, image_size: int) -> np.ndarray:
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"cannot decode image file '{path}' ({e}); delete or "
                      'replace it.') from e
-  return arr[..., None] if arr.ndim == 2 else arr
+  return (arr[..., None] if arr.ndim == 2 else arr), size
 
 
-def _decode_tf(path: Path, image_size: int) -> np.ndarray:
+def _decode_tf(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
     img = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"cannot decode image file '{path}' ({e}); delete or "
                      'replace it.') from e
+  size = (int(img.shape[0]), int(img.shape[1]))
   if img.shape[-1] in (2, 4):  # Drop alpha.
     img = img[..., :img.shape[-1] - 1]
   if image_size and tuple(img.shape[:2]) != (image_size, image_size):
     img = tf.image.resize(img, (image_size, image_size), antialias=True)
     img = tf.cast(tf.clip_by_value(tf.round(img), 0, 255), tf.uint8)
-  return img.numpy().astype(np.uint8)
+  return img.numpy().astype(np.uint8), size
 
 
-def _load_folder(path: str | None, split: str, *, image_size: int = 0
+@dataclasses.dataclass(frozen=True)
+class FolderChecks:
+  """What a folder scan refuses (data.min_image_size, data.max_upscale) and whether it
+  skips refused files with a count (data.skip_bad_images) instead of failing."""
+  image_size: int = 0        # the resize target, 0 = none
+  min_image_size: int = 0    # smallest side allowed, in pixels; 0 = any
+  max_upscale: float = 0.0   # largest resize factor of a side; 0 = any
+  skip_bad: bool = False
+
+  @classmethod
+  def of(cls, data_cfg: Any) -> 'FolderChecks':
+    return cls(image_size=int(getattr(data_cfg, 'image_size', 0) or 0),
+               min_image_size=int(getattr(data_cfg, 'min_image_size', 0) or 0),
+               max_upscale=float(getattr(data_cfg, 'max_upscale', 0) or 0),
+               skip_bad=bool(getattr(data_cfg, 'skip_bad_images', False)))
+
+  def problem(self, size: tuple[int, int]) -> str:
+    """Why an image of `size` (h, w) is refused ('' if it is not)."""
+    h, w = size
+    if self.min_image_size and min(h, w) < self.min_image_size:
+      return f'{h}x{w}, below data.min_image_size={self.min_image_size}'
+    if self.image_size and self.max_upscale:
+      factor = self.image_size / min(h, w)
+      if factor > self.max_upscale:
+        return (f'{h}x{w}: resizing it to data.image_size={self.image_size} upscales it '
+                f'{factor:g}x, over data.max_upscale={self.max_upscale:g}')
+    return ''
+
+
+_LISTED = 20  # bad files named in the error line (all of them go to the log)
+
+
+def scan_folder(files: list[Path], checks: FolderChecks, root: Path
+                ) -> tuple[list[np.ndarray], list[int]]:
+  """Decodes every file; returns (arrays, indices of the files kept). Every unreadable or
+  refused file is found in one pass: with checks.skip_bad they are skipped and counted in
+  the log, otherwise one DataError names them all (the first 20 in its line, every one in
+  the log above it)."""
+  arrays, kept, bad = [], [], []
+  for i, f in enumerate(files):
+    try:
+      arr, size = _decode(f, checks.image_size)
+    except ValueError as e:
+      cause = e.__cause__
+      bad.append((f, f'unreadable: {cause}' if cause is not None else str(e)))
+      continue
+    problem = checks.problem(size)
+    if problem:
+      bad.append((f, problem))
+      continue
+    arrays.append(arr)
+    kept.append(i)
+  if bad:
+    for f, why in bad:
+      logging.warning('bad image %s: %s', f, why)
+    if checks.skip_bad and kept:
+      logging.warning("skipped %d of %d images under '%s' (data.skip_bad_images=True): "
+                      'unreadable or refused, listed above.', len(bad), len(files), root)
+    else:
+      listed = '; '.join(f"'{f}' ({why})" for f, why in bad[:_LISTED])
+      more = f'; and {len(bad) - _LISTED} more (all in the log above)' if len(bad) > _LISTED else ''
+      fix = ('fix or delete them, or set data.skip_bad_images=True to train without them'
+             if kept else 'every image is unusable: fix them or point data.path elsewhere')
+      raise errors.DataError(
+          f"{len(bad)} of {len(files)} images under '{root}' cannot be used: {listed}{more}",
+          fix)
+  return arrays, kept
+
+
+_SCANNED: dict[str, Any] = {}  # the last scan of a folder with a held-out split, for its
+                                # second split's load
+
+
+def _held_out(n: int, fraction: float, root: Path) -> np.ndarray:
+  """A fixed boolean mask of the `fraction` of n files held out for evaluation."""
+  n_eval = max(1, int(round(n * fraction)))
+  if n_eval >= n:
+    raise errors.DataError(
+        f"'{root}' has {n} images and no train/test subfolders: too few to hold out "
+        f'data.eval_fraction={fraction:g} for evaluation',
+        f'add images, add {root}/train and {root}/test, or set data.eval_fraction=0 to '
+        'evaluate on the training images')
+  mask = np.zeros(n, bool)
+  mask[np.random.default_rng(0).permutation(n)[:n_eval]] = True
+  return mask
+
+
+def _load_folder(path: str | None, split: str, *, data_cfg: Any = None
                  ) -> tuple[np.ndarray, np.ndarray | None]:
   if not path:
     raise ValueError("data.source='folder' needs data.path (a folder of "
@@ -191,6 +289,7 @@ def _load_folder(path: str | None, split: str, *, image_size: int = 0
   if not root.is_dir():
     raise ValueError(f'data.path={path!r} is not a folder; point it at a '
                      'folder of PNG/JPEG files.')
+  role = 'all'
   if (root / split).is_dir():
     root = root / split
   else:
@@ -200,6 +299,10 @@ def _load_folder(path: str | None, split: str, *, image_size: int = 0
       raise ValueError(
           f'data.path={path!r} has split folders {splits} but no {split!r}; '
           f'add {path}/{split}/ or ask for one of {splits}.')
+    if split == getattr(data_cfg, 'train_split', 'train'):
+      role = 'train'
+    elif split == getattr(data_cfg, 'eval_split', 'test'):
+      role = 'eval'
   classes = sorted(p.name for p in root.iterdir() if p.is_dir())
   files: list[Path] = []
   labels: list[int] | None = None
@@ -221,7 +324,37 @@ def _load_folder(path: str | None, split: str, *, image_size: int = 0
         f"data.path='{root}' is an empty folder (no "
         f'{"/".join(IMAGE_EXTENSIONS)} files); add images or fix data.path.')
 
-  arrays = [_decode(f, image_size) for f in files]
+  fraction = float(getattr(data_cfg, 'eval_fraction', 0) or 0)
+  checks = FolderChecks.of(data_cfg)
+  # The whole folder is scanned (every bad file named at once, whichever split it falls
+  # in); a held-out split then takes its part. The train and eval loads share one scan.
+  key = (str(root), tuple(map(str, files)), checks)
+  if _SCANNED.get('key') == key:
+    arrays, kept = _SCANNED.pop('value')
+    _SCANNED.clear()
+  else:
+    arrays, kept = scan_folder(files, checks, root)
+    if role != 'all' and fraction > 0:
+      _SCANNED.update(key=key, value=(arrays, kept))
+  if role != 'all':
+    if fraction > 0:
+      held = _held_out(len(files), fraction, root)
+      keep = held if role == 'eval' else ~held
+      if role == 'eval':
+        logging.warning("data.path='%s' has no train/test subfolders: holding out %d of its "
+                        '%d images for evaluation (data.eval_fraction=%g); the other %d '
+                        'train.', root, int(held.sum()), len(files), fraction,
+                        int((~held).sum()))
+      arrays = [a for a, i in zip(arrays, kept) if keep[i]]
+      kept = [i for i in kept if keep[i]]
+    elif role == 'eval':
+      logging.warning("data.path='%s' has no train/test subfolders and data.eval_fraction=0: "
+                      'evaluating on the training images.', root)
+  if not kept:
+    raise errors.DataError(f"the {split!r} split of '{root}' is empty once its unusable "
+                           'images are skipped', 'fix or replace them')
+  files = [files[i] for i in kept]
+  labels = None if labels is None else [labels[i] for i in kept]
   sizes: dict[tuple[int, int], Path] = {}
   for f, a in zip(files, arrays):
     sizes.setdefault(a.shape[:2], f)

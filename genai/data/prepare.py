@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from genai import errors
 from genai.data import corpus_inputs
 from genai.data import token_shards
 from genai.data import tokenizers
@@ -291,8 +292,8 @@ def _counts(skipped: dict[str, list[str]]) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog='python -m genai.data.prepare', description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = errors.ArgumentParser(prog='python -m genai.data.prepare', description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument('--out', required=True, help='output folder (one subfolder per split)')
   p.add_argument('--inputs', nargs='*', default=[], help='text files / globs')
   p.add_argument('--jsonl', nargs='*', default=[], help='JSONL files / globs (--text_key)')
@@ -334,34 +335,35 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  """The command line; returns the exit code. Bad inputs are one `error:` line with exit
+  code 1, a wrong command line exit code 2 (genai.errors)."""
+  return errors.run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
   logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')
-  args = parse_args(sys.argv[1:] if argv is None else argv)
-  command = 'python -m genai.data.prepare ' + ' '.join(sys.argv[1:] if argv is None else argv)
+  args = parse_args(argv)
+  command = 'python -m genai.data.prepare ' + ' '.join(argv)
   common = dict(workers=args.workers, runner=args.runner or None,
                 beam_args=[a for a in args.beam_args.split(',') if a], command=command)
-  try:
-    if args.images:
-      from genai.data import image_shards  # pylint: disable=import-outside-toplevel
-      manifests = image_shards.prepare_images(
-          args.out, folder=args.folder, idx=args.idx, tfds=args.tfds,
-          tfds_splits=[s for s in args.tfds_split.split(',') if s],
-          tfds_data_dir=args.tfds_data_dir, image_size=args.image_size,
-          images_per_shard=args.images_per_shard, **common)
-    else:
-      manifests = prepare_text(
-          args.out, inputs=args.inputs, jsonl=args.jsonl, tfds=args.tfds,
-          tfds_split=args.tfds_split or 'train', tfds_data_dir=args.tfds_data_dir,
-          text_key=args.text_key, split=args.split or args.tfds_split or 'train',
-          val_fraction=args.val_fraction, val_split=args.val_split, doc_split=args.doc_split,
-          tokenizer=args.tokenizer, separator=args.separator, chunk_tokens=args.chunk_tokens,
-          piece_bytes=int(args.piece_mb * 2**20), encoding_errors=args.encoding_errors,
-          vocab_size=args.vocab_size, bpe_ranks_path=args.bpe_ranks_path,
-          hf_tokenizer_path=args.hf_tokenizer_path, tokenizer_dir=args.tokenizer_dir,
-          **common)
-  except (ValueError, FileNotFoundError, ImportError) as e:
-    # Bad inputs: one line and exit code 1 (argparse's own errors exit with 2).
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  if args.images:
+    from genai.data import image_shards  # pylint: disable=import-outside-toplevel
+    manifests = image_shards.prepare_images(
+        args.out, folder=args.folder, idx=args.idx, tfds=args.tfds,
+        tfds_splits=[s for s in args.tfds_split.split(',') if s],
+        tfds_data_dir=args.tfds_data_dir, image_size=args.image_size,
+        images_per_shard=args.images_per_shard, **common)
+  else:
+    manifests = prepare_text(
+        args.out, inputs=args.inputs, jsonl=args.jsonl, tfds=args.tfds,
+        tfds_split=args.tfds_split or 'train', tfds_data_dir=args.tfds_data_dir,
+        text_key=args.text_key, split=args.split or args.tfds_split or 'train',
+        val_fraction=args.val_fraction, val_split=args.val_split, doc_split=args.doc_split,
+        tokenizer=args.tokenizer, separator=args.separator, chunk_tokens=args.chunk_tokens,
+        piece_bytes=int(args.piece_mb * 2**20), encoding_errors=args.encoding_errors,
+        vocab_size=args.vocab_size, bpe_ranks_path=args.bpe_ranks_path,
+        hf_tokenizer_path=args.hf_tokenizer_path, tokenizer_dir=args.tokenizer_dir,
+        **common)
   for split, m in manifests.items():
     what = (f"{m['num_images']} images" if args.images else
             f"{m['num_docs']} documents, {m['num_tokens']} tokens")

@@ -6,6 +6,8 @@ import glob
 import os
 from typing import Any
 
+from genai import errors
+
 VALID_SOURCES = ('embedded', 'files', 'tfds')
 
 
@@ -34,11 +36,21 @@ def load_text(data_cfg: Any) -> str:
         f'data.source={source!r} is not a known text source; use one of '
         f'{", ".join(repr(s) for s in VALID_SOURCES)}.')
   if not text:
-    raise ValueError(
-        f'data.source={source!r} produced an empty corpus (0 characters); '
+    raise errors.DataError(
+        f'data.source={source!r} produced an empty corpus (0 characters)',
         'point it at non-empty text (check data.path / data.tfds_name / '
-        'data.tfds_text_key).')
+        'data.tfds_text_key)')
   return text
+
+
+def describe(data_cfg: Any) -> str:
+  """Where the corpus of `data_cfg` comes from, for error messages."""
+  source = getattr(data_cfg, 'source', 'embedded')
+  if source == 'files':
+    return f'data.path={getattr(data_cfg, "path", None)!r}'
+  if source == 'tfds':
+    return f'TFDS {getattr(data_cfg, "tfds_name", None)!r}'
+  return f'data.source={source!r}'
 
 
 def embedded_text() -> str:
@@ -72,11 +84,36 @@ def _load_files(path: str | None) -> str:
     raise ValueError(
         "data.source='files' needs data.path (a file, glob or comma-separated "
         "list); set data.path or use data.source='embedded'.")
-  parts = []
-  for f in _resolve_paths(path):
-    with open(f, encoding='utf-8') as fh:
-      parts.append(fh.read())
-  return ''.join(parts)
+  files = _resolve_paths(path)
+  text = ''.join(read_text_file(f) for f in files)
+  if not text:
+    named = (f'{files[0]} is empty (0 bytes)' if len(files) == 1 else
+             f'all {len(files)} files it matches are empty')
+    raise errors.DataError(f'data.path={path!r} holds no text: {named}',
+                           'point data.path at non-empty UTF-8 text')
+  return text
+
+
+def read_text_file(path: str) -> str:
+  """A UTF-8 text file's contents; a file that is not UTF-8 text (a binary file, another
+  encoding) raises DataError naming the file, the byte, its offset and line, and the fix."""
+  with open(path, 'rb') as fh:
+    data = fh.read()
+  try:
+    return data.decode('utf-8')
+  except UnicodeDecodeError as e:
+    line = data.count(b'\n', 0, e.start) + 1
+    column = e.start - (data.rfind(b'\n', 0, e.start) + 1) + 1
+    nul = data.find(b'\x00', 0, 1 << 16)
+    what = (f'{path} looks like a binary file, not text (a NUL byte at offset {nul}; '
+            f'byte 0x{data[e.start]:02x} at offset {e.start}, line {line}, column {column} is '
+            'not UTF-8)') if nul >= 0 else (
+            f'{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} '
+            f'(line {line}, column {column}) cannot be decoded ({e.reason})')
+    fix = ('point data.path at text files only (check the glob)' if nul >= 0 else
+           f'convert it to UTF-8 (e.g. iconv -f latin1 -t utf-8 {path} > fixed.txt), or '
+           'drop it from data.path')
+    raise errors.DataError(what, fix) from None
 
 
 def _load_tfds(*, name: str | None, split: str, text_key: str,

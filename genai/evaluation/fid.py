@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from genai import errors
 from genai.data import images as images_lib
 from genai.evaluation import image_metrics
 from genai.evaluation import reference_stats as ref_lib
@@ -180,4 +181,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_absl(main)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from absl import app
 from absl import flags
 
+from genai import errors
+
 FLAGS = flags.FLAGS
 
 
@@ -44,12 +46,9 @@ def main(argv) -> None:
   options = dict(batch_size=FLAGS.batch_size, prompt_len=FLAGS.prompt_len,
                  num_tokens=FLAGS.num_tokens, cache_len=FLAGS.cache_len, top_k=FLAGS.top_k,
                  steps=FLAGS.steps)
-  try:
-    info = workdir.export_workdir(FLAGS.workdir, FLAGS.out, format=FLAGS.format,
-                                  quantize=FLAGS.quantize, version=FLAGS.version,
-                                  platforms=tuple(FLAGS.platforms), **options)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from e
+  info = workdir.export_workdir(FLAGS.workdir, FLAGS.out, format=FLAGS.format,
+                                quantize=FLAGS.quantize, version=FLAGS.version,
+                                platforms=tuple(FLAGS.platforms), **options)
   print(f'exported {info["family"]} workdir {FLAGS.workdir} to {FLAGS.out}:')
   for path, size in info['files'].items():
     print(f'  {path}: {size / 1e6:.2f} MB')
@@ -63,4 +62,4 @@ if __name__ == '__main__':
   from genai import _extras  # pylint: disable=import-outside-toplevel
   _extras.require('export', 'genai.export')  # one line naming the extra, before the flags
   define_flags()
-  app.run(main)
+  errors.run_absl(main)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from typing import Any
 
+from genai import errors
 from genai.train import workdir as workdir_lib
 
 FILE = 'registry.json'
@@ -49,7 +50,8 @@ class Registry:
     for v in self.versions():
       if v['version'] == version:
         return v
-    raise KeyError(f'version {version!r} is not in {self.path}.')
+    raise errors.MissingError(f'version {version!r} is not in {self.path}',
+                              'python -m experiments.retrain status --root ROOT lists them')
 
   def current(self) -> dict[str, Any]:
     return self.get(self._read()['current'])

@@ -37,7 +37,6 @@ import dataclasses
 import glob
 import json
 import os
-import sys
 import time
 from typing import Any, Callable
 
@@ -45,6 +44,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from genai import errors
 from genai.data import tokenizers
 from genai.families import lm
 from genai.feedback.registry import Registry
@@ -306,9 +306,14 @@ def run(root: str, opts: RetrainOptions, train_fn: TrainFn) -> dict[str, Any]:
 
 def main(argv: list[str] | None, train_fn: TrainFn, prog: str = 'python -m experiments.retrain'
          ) -> int:
-  """The command line (init, run, status, rollback); `run` trains with `train_fn`."""
-  ap = argparse.ArgumentParser(prog=prog, description=__doc__,
-                               formatter_class=argparse.RawDescriptionHelpFormatter)
+  """The command line (init, run, status, rollback); `run` trains with `train_fn`. Returns
+  the exit code: a user error is one line on stderr (genai.errors)."""
+  return errors.run_cli(lambda args: _main(args, train_fn, prog), argv)
+
+
+def _main(argv: list[str], train_fn: TrainFn, prog: str) -> int:
+  ap = errors.ArgumentParser(prog=prog, description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = ap.add_subparsers(dest='cmd', required=True)
   p = sub.add_parser('init', help='register a trained LM workdir as v1 (served)')
   p.add_argument('--root', required=True)
@@ -322,28 +327,24 @@ def main(argv: list[str] | None, train_fn: TrainFn, prog: str = 'python -m exper
   for name in ('rollback', 'status'):
     sub.add_parser(name).add_argument('--root', required=True)
   args = ap.parse_args(argv)
-  try:
-    reg = Registry(args.root)
-    if args.cmd == 'init':
-      with open(args.heldout, encoding='utf-8') as f:
-        heldout = f.read()
-      workdir_lib.load_config(args.workdir, 'lm')
-      os.makedirs(reg.root, exist_ok=True)
-      with open(os.path.join(reg.root, HELDOUT), 'w', encoding='utf-8') as f:
-        f.write(heldout)
-      print(json.dumps(reg.init(args.workdir), indent=1))
-    elif args.cmd == 'run':
-      opts = RetrainOptions(**{f.name: getattr(args, f.name)
-                               for f in dataclasses.fields(RetrainOptions)
-                               if f.name != 'safety_gate'})
-      print(json.dumps(run(args.root, opts, train_fn), indent=1, default=str))
-    elif args.cmd == 'rollback':
-      print(json.dumps(reg.rollback(), indent=1))
-    else:
-      print(json.dumps({'current': reg.served_version(), 'versions': [
-          {k: v[k] for k in ('version', 'status', 'step', 'parent', 'reasons')}
-          for v in reg.versions()]}, indent=1))
-  except (FileNotFoundError, FileExistsError, KeyError, ValueError) as e:
-    print(f'{prog}: error: {e}', file=sys.stderr)
-    return 2
+  reg = Registry(args.root)
+  if args.cmd == 'init':
+    with open(args.heldout, encoding='utf-8') as f:
+      heldout = f.read()
+    workdir_lib.load_config(args.workdir, 'lm')
+    os.makedirs(reg.root, exist_ok=True)
+    with open(os.path.join(reg.root, HELDOUT), 'w', encoding='utf-8') as f:
+      f.write(heldout)
+    print(json.dumps(reg.init(args.workdir), indent=1))
+  elif args.cmd == 'run':
+    opts = RetrainOptions(**{f.name: getattr(args, f.name)
+                             for f in dataclasses.fields(RetrainOptions)
+                             if f.name != 'safety_gate'})
+    print(json.dumps(run(args.root, opts, train_fn), indent=1, default=str))
+  elif args.cmd == 'rollback':
+    print(json.dumps(reg.rollback(), indent=1))
+  else:
+    print(json.dumps({'current': reg.served_version(), 'versions': [
+        {k: v[k] for k in ('version', 'status', 'step', 'parent', 'reasons')}
+        for v in reg.versions()]}, indent=1))
   return 0

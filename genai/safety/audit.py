@@ -17,13 +17,13 @@ threshold fails. In Python (what a retrain job uses):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from typing import Sequence
 
+from genai import errors
 from genai.safety.audit_data import (DEFAULT_ATTRIBUTES, DEFAULT_GROUPS, audit_image_labels,
                                      audit_text_dataset, duplicate_stats, load_attributes,
                                      load_groups, split_documents, validate_groups)
@@ -113,10 +113,15 @@ def _pairs_or_none(templates, group, groups):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m genai.safety.audit',
-                                   description=__doc__.split('\n\n')[0])
+  """The command line; returns the exit code (a user error: one line, genai.errors)."""
+  return errors.run_cli(_main, argv)
+
+
+def _main(argv: Sequence[str]) -> int:
+  parser = errors.ArgumentParser(prog='python -m genai.safety.audit',
+                                 description=__doc__.split('\n\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
-  common = argparse.ArgumentParser(add_help=False)
+  common = errors.ArgumentParser(add_help=False)
   common.add_argument('--out', required=True, help='report directory')
   common.add_argument('--title', default='')
   common.add_argument('--logdir', default='', help='also log to TensorBoard here')
@@ -138,11 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   g.add_argument('--continuations', nargs='+', default=None)
   g.add_argument('--batch_size', type=int, default=16)
   args = parser.parse_args(argv)
-  try:
-    return _dataset(args) if args.command == 'dataset' else _generations(args)
-  except (FileNotFoundError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  return _dataset(args) if args.command == 'dataset' else _generations(args)
 
 
 if __name__ == '__main__':

@@ -7,8 +7,10 @@ An experiment defines its own extra flags after `define_flags()` and ends with
 
   if __name__ == '__main__':
     define_flags()
-    app.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/NAME/digits.py'),
-            flags_parser=cli.parse_flags)
+    cli.run(cli.main(train_and_evaluate, _sample_from_flags, 'configs/NAME/digits.py'))
+
+`run` turns a user error into one line on stderr, `error: <what>; <fix>`, with exit code 2
+for a wrong command line and 1 otherwise (genai/errors.py; docs/errors.md).
 
 Flags are defined only when a module runs as a program, so importing an experiment (tests,
 benchmarks, notebooks) defines no global flags.
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from typing import Any, Callable
 
 from absl import app
@@ -25,6 +26,8 @@ from absl import flags
 from absl import logging
 import ml_collections
 from ml_collections import config_flags
+
+from genai import errors
 
 
 def define_flags(action: str = 'sample',
@@ -74,11 +77,11 @@ def unknown_field(argv: list[str], config: Any) -> str | None:
       where = '.'.join(path[:i]) or 'the config'
       known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
       close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
-      hint = (f' Did you mean {", ".join(".".join(path[:i] + [c]) for c in close)}?'
+      hint = (f' did you mean {", ".join(".".join(path[:i] + [c]) for c in close)}?'
               if close else '')
       fields = f' Fields of {where}: {", ".join(known)}.' if known else (
           f' {where} is a {type(node).__name__}, not a block.')
-      return (f'{arg.split("=")[0]}: {".".join(path[:i + 1])!r} is not a config field.'
+      return (f'{arg.split("=")[0]}: {".".join(path[:i + 1])!r} is not a config field;'
               f'{hint}{fields} docs/configs.md lists every field.')
   return None
 
@@ -102,14 +105,18 @@ def _config_from_argv(argv: list[str]) -> Any:
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing (`app.run(..., flags_parser=parse_flags)`), except that an override
-  of a field the config does not have is one line naming it and the close names, not an
-  ml_collections traceback."""
+  """absl's flag parsing, with a flag error as one line and exit code 2 (genai.errors), and
+  an override of a field the config does not have as one line naming it and the close
+  names, not an ml_collections traceback."""
   try:
-    return app.parse_flags_with_usage(argv)  # absl's own: flags.Error -> one line, exit 1
+    return errors.parse_absl_flags(argv)
   except (AttributeError, KeyError):
     message = unknown_field(argv, _config_from_argv(argv))
     if message is None:
       raise
-    print(f'FATAL Flags parsing error: {message}', file=sys.stderr)
-    sys.exit(1)
+    errors.fail(errors.UsageError(message))
+
+
+def run(main_fn: Callable[[list[str]], Any]) -> None:
+  """`app.run(main_fn)` with these flags and user errors as one line (genai.errors)."""
+  errors.run_absl(main_fn, flags_parser=parse_flags)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Iterator
@@ -173,7 +174,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
           steps_per_call: int = 1, hparams: dict[str, Any] | None = None,
           print_fn: Callable[[str], None] = print, stop_after: int | None = None,
           mesh: jax.sharding.Mesh | None = None, rules=None,
-          peak_flops_per_device: float = 0.0) -> PyTree:
+          peak_flops_per_device: float = 0.0, on_damaged_checkpoint: str = 'fallback',
+          on_first_step: Callable[[], None] | None = None) -> PyTree:
   """Trains `task` for `num_steps`, resuming from the newest checkpoint in `workdir`.
 
   `steps_per_call`: train steps run inside one jitted call (a `lax.scan` over that many
@@ -184,6 +186,10 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   to simulate a pre-empted run. Returns the final state.
   `mesh`/`rules`: the device mesh and logical-axis rules (default: data parallel over every
   device). `peak_flops_per_device`: for MFU (0 = look the device up; unknown = not logged).
+  `on_damaged_checkpoint`: 'fallback' (resume from the newest intact checkpoint, moving
+  damaged newer ones aside to <step>.damaged) or 'fail' (refuse, naming the step); see
+  genai/train/checkpoints.py. `on_first_step`: called once the first step's metrics are in
+  (workdir.run undoes what a run wrote when it fails before).
   """
   if steps_per_call < 1:
     raise ValueError(f'train.steps_per_call={steps_per_call} must be >= 1.')
@@ -199,20 +205,26 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
 
   # --- State: restore the newest checkpoint, or initialise. ---------------------------
-  start = ckpt.latest_step()
-  init, abstract = sharding.sharded_init(task.init_state, mesh, rules, *task.init_args)
-  state_shardings = sharding.state_shardings(abstract)
-  if start is not None:
+  try:
+    init, abstract = sharding.sharded_init(task.init_state, mesh, rules, *task.init_args)
+    state_shardings = sharding.state_shardings(abstract)
     # Restores into this run's shardings, whatever mesh or device count wrote it.
-    state, data_state = ckpt.restore(start, abstract)
-    if data_state is not None:
-      task.train_iter.set_state(data_state)
-    print_fn(f'Resumed from step {start} in {ckpt.directory}')
-  else:
-    start = 0
-    state = init(init_rng, *task.init_args)
-    if hparams and is_chief:
-      writer.write_hparams(hparams)
+    start, state, data_state = ckpt.restore_newest(
+        abstract, on_damaged=on_damaged_checkpoint,
+        warn=lambda m: print(m, file=sys.stderr, flush=True) if is_chief else None)
+    if start is not None:
+      if data_state is not None:
+        task.train_iter.set_state(data_state)
+      print_fn(f'Resumed from step {start} in {ckpt.directory}')
+    else:
+      start = 0
+      state = init(init_rng, *task.init_args)
+      if hparams and is_chief:
+        writer.write_hparams(hparams)
+  except BaseException:
+    ckpt.close()
+    writer.close()
+    raise
   if start >= num_steps:
     print_fn(f'Already trained for {start} >= train.num_steps={num_steps} steps.')
     ckpt.close()
@@ -230,7 +242,7 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   last_step = min(num_steps, start + stop_after) if stop_after else num_steps
 
   def flush():
-    nonlocal pending
+    nonlocal pending, on_first_step
     if pending is not None:
       first, stacked = pending
       stacked = jax.device_get(stacked)
@@ -239,6 +251,9 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
         _check_finite(first + i, m, ckpt)
         window.append(m)
       pending = None
+      if on_first_step is not None:
+        on_first_step()
+        on_first_step = None
 
   def crossed(every, before, after):
     return every > 0 and after // every > before // every

@@ -2,12 +2,16 @@
 
 Every experiment writes `config.json` into its workdir before training, so sampling,
 evaluation and export commands need only `--workdir`. `run` is the one place that turns a
-config's `train` block into `loop.train` arguments, for every model family.
+config's `train` block into `loop.train` arguments, for every model family. A run that fails
+before its first step leaves the workdir as it found it: what it created there (config.json,
+the tokenizer, model_config.json, an empty checkpoints/, the event file) is removed, and the
+files it rewrote get their old contents back.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -80,26 +84,91 @@ def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return out
 
 
+class WorkdirSnapshot:
+  """The top level of a workdir before a run, to undo what the run wrote there (`undo`):
+  new entries are removed (the workdir itself, and the folders above it, if the run
+  created them), and small files it rewrote (config.json, ...) get their contents back.
+  Entries that existed stay, whatever happened inside them."""
+
+  MAX_KEPT_BYTES = 16 << 20
+
+  def __init__(self, workdir: str):
+    self.workdir = os.path.abspath(workdir)
+    self.created = None  # the outermost folder that did not exist
+    path = self.workdir
+    while not os.path.exists(path):
+      self.created, path = path, os.path.dirname(path)
+    self.before: dict[str, bytes | None] = {}
+    if self.created is None and os.path.isdir(self.workdir):
+      for name in os.listdir(self.workdir):
+        p = os.path.join(self.workdir, name)
+        small = os.path.isfile(p) and os.path.getsize(p) <= self.MAX_KEPT_BYTES
+        self.before[name] = _read_bytes(p) if small else None
+
+  def undo(self) -> list[str]:
+    """Restores the snapshot; returns what it removed or restored (names)."""
+    if self.created is not None:
+      shutil.rmtree(self.created, ignore_errors=True)
+      return [self.created]
+    changed = []
+    for name in sorted(os.listdir(self.workdir)) if os.path.isdir(self.workdir) else []:
+      p = os.path.join(self.workdir, name)
+      if name not in self.before:
+        if os.path.isdir(p) and not os.path.islink(p):
+          shutil.rmtree(p, ignore_errors=True)
+        else:
+          os.remove(p)
+        changed.append(name)
+      elif self.before[name] is not None and _read_bytes(p) != self.before[name]:
+        with open(p, 'wb') as f:
+          f.write(self.before[name])
+        changed.append(name)
+    return changed
+
+
+def _read_bytes(path: str) -> bytes | None:
+  try:
+    with open(path, 'rb') as f:
+      return f.read()
+  except OSError:
+    return None
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         build_task: Callable[[ml_collections.ConfigDict, str], loop.Task],
         print_fn: Callable[[str], None] = print) -> Any:
   """Starts the multi-host runtime if configured, builds the mesh, saves the config, builds
-  the family's Task and trains it with `config.train` on that mesh."""
+  the family's Task and trains it with `config.train` on that mesh. A failure before the
+  first step undoes what this run wrote into `workdir` (WorkdirSnapshot)."""
   pc = config.get('parallel')
   distributed.initialize(pc)  # Before anything touches a device.
   mesh = mesh_lib.make_mesh(pc)
   tc = config.train
-  mesh_lib.local_batch_size(tc.batch_size, mesh)  # A clear error before any data loads.
-  if jax.process_index() == 0:
-    save_config(config, workdir)
-  task = build_task(config, workdir)
-  return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
-                    log_every=tc.log_every, eval_every=tc.eval_every,
-                    checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
-                    steps_per_call=tc.get('steps_per_call', 1),
-                    hparams=flat_hparams(config), stop_after=tc.get('stop_after') or None,
-                    mesh=mesh, rules=sharding.rules_from_config(pc), print_fn=print_fn,
-                    peak_flops_per_device=float((pc or {}).get('peak_flops_per_device', 0.0)))
+  snapshot = WorkdirSnapshot(workdir) if jax.process_index() == 0 else None
+  started = False
+
+  def first_step():
+    nonlocal started
+    started = True
+
+  try:
+    mesh_lib.local_batch_size(tc.batch_size, mesh)  # A clear error before any data loads.
+    if jax.process_index() == 0:
+      save_config(config, workdir)
+    task = build_task(config, workdir)
+    return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
+                      log_every=tc.log_every, eval_every=tc.eval_every,
+                      checkpoint_every=tc.checkpoint_every, max_to_keep=tc.max_to_keep,
+                      steps_per_call=tc.get('steps_per_call', 1),
+                      hparams=flat_hparams(config), stop_after=tc.get('stop_after') or None,
+                      mesh=mesh, rules=sharding.rules_from_config(pc), print_fn=print_fn,
+                      peak_flops_per_device=float((pc or {}).get('peak_flops_per_device', 0.0)),
+                      on_damaged_checkpoint=tc.get('on_damaged_checkpoint', 'fallback'),
+                      on_first_step=first_step)
+  except BaseException:
+    if snapshot is not None and not started:
+      snapshot.undo()
+    raise
 
 
 def newest_step(workdir: str) -> int:

@@ -116,11 +116,13 @@ def test_server_follows_the_registry(root, lm_workdir):
 
 @pytest.mark.slow  # a subprocess
 def test_cli_errors(tmp_path):
-  assert retrain_cli.main(['run', f'--root={tmp_path}']) == 2
+  assert retrain_cli.main(['run', f'--root={tmp_path}']) == 1  # a user error: exit code 1
+  assert retrain_cli.main(['run']) == 2  # the command line itself: 2
   r = subprocess.run([sys.executable, '-m', 'experiments.retrain', 'rollback',
                       f'--root={tmp_path}'], cwd=REPO, capture_output=True, text=True,
                      timeout=120)
-  assert r.returncode == 2 and 'retrain init' in r.stderr and 'Traceback' not in r.stderr
+  assert r.returncode == 1 and 'retrain init' in r.stderr and 'Traceback' not in r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith('error: ')
 
 
 @pytest.mark.slow  # a training

@@ -302,6 +302,10 @@ def test_cli_dataset_gate_and_errors(tmp_path, capsys):
   out = capsys.readouterr().out
   assert rc == 1 and 'Gate FAILED' in out and 'exact_duplicate_rate = 0.25' in out
   assert os.path.exists(tmp_path / 'out' / 'report.html')
-  assert audit.main(['dataset', '--text', str(tmp_path / 'nope.txt'), '--out', 'x']) == 2
-  assert audit.main(['generations', '--workdir', str(tmp_path), '--out', 'x']) == 2
+  # A user error: one `error:` line, exit code 1 (2 for the command line itself).
+  assert audit.main(['dataset', '--text', str(tmp_path / 'nope.txt'), '--out', 'x']) == 1
+  assert audit.main(['generations', '--workdir', str(tmp_path), '--out', 'x']) == 1
   assert 'not a genai LM workdir' in capsys.readouterr().err
+  assert audit.main(['dataset', '--out', 'x']) == 2
+  assert capsys.readouterr().err.startswith('error: python -m genai.safety.audit dataset: the '
+                                            'following arguments are required: --text')
