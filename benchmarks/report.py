@@ -149,6 +149,10 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      ('module:transformers',)),
     ('serve_load', 'serving', f'python -m benchmarks.serve_load --data {TINY}',
      '32 clients, 320 requests on the Tiny Shakespeare model', 2, (TINY,)),
+    ('serve_load_smollm2', 'serving',
+     'python -m benchmarks.serve_load --pretrained smollm2 --requests 128 --clients 32 '
+     '--result_name serve_load_smollm2',
+     '32 clients, 128 requests of 16 tokens on SmolLM2-135M (context 256)', 4, ('smollm2',)),
     ('export_report', 'export', 'python -m benchmarks.export_report',
      'SavedModel and TFLite size, latency and parity, 4 models', 1),
     ('feedback_round', 'continuous learning', f'python -m benchmarks.feedback_round --data {TINY}',

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 from absl import app as absl_app
 from absl import flags
+
+from genai import errors
 
 flags.DEFINE_string('workdir', None, 'A trained genai workdir (LM, GAN, VAE or diffusion).')
 flags.DEFINE_string('pretrained', None, 'Instead of --workdir: smollm2, hf:DIR or gguf:FILE.')
@@ -26,6 +27,9 @@ flags.DEFINE_integer('requests_per_minute', 0, 'Per-key rate limit; 0 = none.')
 flags.DEFINE_integer('max_body_bytes', 1 << 20, 'Largest request body.')
 flags.DEFINE_integer('max_prompt_tokens', 0, 'Longest prompt; 0 = the model context - 1.')
 flags.DEFINE_integer('max_new_tokens', 512, 'Largest max_tokens a request may ask for.')
+flags.DEFINE_integer('max_len', 0, '--pretrained only: serve with this shorter context '
+                     '(prompt + max_tokens), sizing the KV cache and the prompt buckets '
+                     'compiled at start-up; 0 = the model\'s (8,192 for SmolLM2).')
 flags.DEFINE_integer('num_slots', 8, 'Sequences decoded together (continuous batching).')
 flags.DEFINE_integer('steps_per_tick', 16, 'Tokens decoded per slot per jitted call.')
 flags.DEFINE_float('admit_window_ms', 3.0, 'When idle, how long to wait for more requests '
@@ -59,7 +63,8 @@ def build(f) -> tuple:
     model = load_fn(f.registry, f.name or os.path.basename(os.path.normpath(f.registry)))
   else:
     source = f.workdir or f.pretrained
-    model = models.load(source, name=f.name or (None if f.workdir else f.pretrained))
+    model = models.load(source, name=f.name or (None if f.workdir else f.pretrained),
+                        max_len=f.max_len)
   keys = f.api_keys or [k for k in os.environ.get('GENAI_API_KEYS', '').split(',') if k]
   limits = limits_lib.Limits(api_keys=frozenset(keys), max_body_bytes=f.max_body_bytes,
                              max_prompt_tokens=f.max_prompt_tokens,
@@ -106,10 +111,7 @@ def main(argv):
   if flags.FLAGS.feedback or flags.FLAGS.feedback_db:
     _extras.require('feedback', 'genai.serve --feedback')
   import uvicorn  # pylint: disable=import-outside-toplevel
-  try:
-    application, engine, reloader = build(flags.FLAGS)
-  except (FileNotFoundError, ValueError, ImportError) as e:
-    sys.exit(f'genai.serve: error: {e}')
+  application, engine, reloader = build(flags.FLAGS)  # user errors: one line (genai.errors)
   try:
     uvicorn.run(application, host=flags.FLAGS.host, port=flags.FLAGS.port, log_level='info')
   finally:
@@ -120,4 +122,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  absl_app.run(main)
+  errors.run_absl(main)

@@ -54,6 +54,38 @@ def _error_response(err: ApiError) -> responses.JSONResponse:
 _ERRORS = {code: {'model': schemas.ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
 
 
+def _validation_message(err: RequestValidationError, content_type: str | None) -> ApiError:
+  """A 422 naming the first problem: the field and pydantic's message (a validator's own
+  message without its 'Value error, ' prefix), or what is wrong with the JSON itself."""
+  first = err.errors()[0] if err.errors() else {}
+  where = '.'.join(str(p) for p in first.get('loc', ()) if p != 'body') or None
+  kind = first.get('type', '')
+  if kind == 'json_invalid':
+    pos = next((p for p in first.get('loc', ())[1:] if isinstance(p, int)), None)
+    at = f' at character {pos}' if pos is not None else ''
+    return ApiError(422, f"The body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')}"
+                    f'{at}).')
+  if where is None and isinstance(first.get('input'), (bytes, str)) and (
+      'json' not in (content_type or '')):
+    return ApiError(422, f'The body was sent as {content_type or "no content type"}, not JSON; '
+                    'send a JSON object with Content-Type: application/json.')
+  msg = str(first.get('msg', 'invalid request')).removeprefix('Value error, ')
+  return ApiError(422, f"{where or 'body'}: {msg}", param=where)
+
+
+def _parse_failure(cause: BaseException | None) -> str:
+  """What stopped the JSON parser, for the 400 of a body it could not read."""
+  if isinstance(cause, RecursionError):
+    return ('The JSON body is nested too deeply for the parser (about 1,000 levels of arrays '
+            'and objects at most); send a flatter body.')
+  if isinstance(cause, UnicodeDecodeError):
+    return (f'The body is not UTF-8 (byte 0x{cause.object[cause.start]:02x} at offset '
+            f'{cause.start} cannot be decoded); send UTF-8 JSON.')
+  if cause is not None:
+    return f'The body could not be parsed ({type(cause).__name__}: {cause}); send UTF-8 JSON.'
+  return 'The body could not be parsed; send UTF-8 JSON.'
+
+
 class _Served:
   """The app's mutable state: the model (swapped by hot reload) and its engine."""
 
@@ -90,10 +122,17 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
   served = _Served(model, engine)
   rate = limits_lib.RateLimiter(limits.requests_per_minute)
   metrics = metrics_lib.ServerMetrics(engine, model.name, lambda: served.version)
+  # With API keys, the schema and its two viewers need a key like every other route (they
+  # are added below, behind `authorize`): only /healthz answers without one.
+  keyed = bool(limits.api_keys)
   app = fastapi.FastAPI(
       title='genai', version='0.1.0',
       description=f'Serving {model.name} ({"text" if is_text else model.family}). '
-      'OpenAI-compatible routes; every error body is {"error": {...}}.')
+      'OpenAI-compatible routes; every error body is {"error": {...}}.'
+      + (' Every route but /healthz (this schema and /docs, /redoc included) needs an API '
+         'key: "Authorization: Bearer <key>" or "X-API-Key: <key>".' if keyed else ''),
+      docs_url=None if keyed else '/docs', redoc_url=None if keyed else '/redoc',
+      openapi_url=None if keyed else '/openapi.json')
   app.state.served = served
   app.state.metrics = metrics
 
@@ -103,18 +142,13 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
 
   @app.exception_handler(RequestValidationError)
   async def _validation_error(request, err: RequestValidationError):
-    first = err.errors()[0] if err.errors() else {}
-    where = '.'.join(str(p) for p in first.get('loc', ()) if p != 'body') or None
-    msg = f"{where or 'body'}: {first.get('msg', 'invalid request')}"
-    if first.get('type') == 'json_invalid':
-      msg = f"The body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})."
-    return _error_response(ApiError(422, msg, param=where))
+    return _error_response(_validation_message(err, request.headers.get('content-type')))
 
   @app.exception_handler(StarletteHTTPException)
   async def _http_error(request, err: StarletteHTTPException):
     message = str(err.detail)
     if err.status_code == 400 and 'parsing the body' in message:
-      message = 'The body could not be parsed: send UTF-8 JSON.'
+      message = _parse_failure(err.__cause__)
     return _error_response(ApiError(err.status_code, message, 'invalid_request_error',
                                     headers=dict(err.headers or {})))
 
@@ -147,6 +181,23 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
     caller = key if limits.api_keys else (request.client.host if request.client else '-')
     rate.check(caller)
     return caller
+
+  if keyed:
+    from fastapi import openapi as fastapi_openapi  # pylint: disable=import-outside-toplevel
+
+    @app.get('/openapi.json', include_in_schema=False)
+    def openapi_schema(_: str = fastapi.Depends(authorize)):
+      return responses.JSONResponse(app.openapi())
+
+    @app.get('/docs', include_in_schema=False)
+    def swagger_docs(_: str = fastapi.Depends(authorize)):
+      return fastapi_openapi.docs.get_swagger_ui_html(openapi_url='/openapi.json',
+                                                      title='genai - Swagger UI')
+
+    @app.get('/redoc', include_in_schema=False)
+    def redoc_docs(_: str = fastapi.Depends(authorize)):
+      return fastapi_openapi.docs.get_redoc_html(openapi_url='/openapi.json',
+                                                 title='genai - ReDoc')
 
   @app.get('/healthz', tags=['server'])
   def healthz() -> dict[str, Any]:
@@ -210,39 +261,52 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       raise ApiError(404, f'model {name!r} is not served here; GET /v1/models lists '
                      f'{served.model.name!r}.', param='model', type_='not_found_error')
 
-  def encode(text: str) -> np.ndarray:
+  def encode(text: str, param: str) -> np.ndarray:
     try:
       ids = np.asarray(served.model.tokenizer.encode(text), np.int32)
     except ValueError as e:  # e.g. characters outside a char model's vocabulary
-      raise ApiError(422, f'prompt cannot be tokenised: {e}', param='prompt') from e
+      raise ApiError(422, f'{param} cannot be tokenised: {e}', param=param) from e
     if len(ids) == 0:
-      raise ApiError(422, 'prompt is empty after tokenisation.', param='prompt')
+      raise ApiError(422, f'{param} is empty after tokenisation.', param=param)
     if len(ids) > max_prompt:
-      raise ApiError(422, f'prompt is {len(ids)} tokens; this server takes at most '
-                     f'{max_prompt}.', param='prompt')
+      raise ApiError(422, f'{param} is {len(ids)} tokens; this server takes at most '
+                     f'{max_prompt}.', param=param)
     return ids
 
-  def start(body: schemas._Sampling, prompt_text: str, loop) -> tuple[list, list, np.ndarray]:
-    """Submits n requests; returns (requests, their asyncio queues, prompt ids)."""
+  def start(body: schemas._Sampling, prompts: list[str], loop, listed: bool = False
+            ) -> tuple[list, list, list[np.ndarray]]:
+    """Submits n requests per prompt (choice j * n + i: prompt j, sample i); returns
+    (requests, their asyncio queues, the prompts' ids). Every prompt is checked before
+    any is submitted."""
     check_model(body.model)
     if body.max_tokens > limits.max_new_tokens:
       raise ApiError(422, f'max_tokens={body.max_tokens} is over this server\'s limit of '
                      f'{limits.max_new_tokens}.', param='max_tokens')
-    ids = encode(prompt_text)
-    if len(ids) + body.max_tokens > engine.max_len:
-      raise ApiError(422, f'prompt ({len(ids)} tokens) + max_tokens ({body.max_tokens}) '
-                     f'exceeds the model context of {engine.max_len} tokens; shorten the '
-                     'prompt or ask for fewer tokens.', param='max_tokens')
-    seed = body.seed if body.seed is not None else secrets.randbelow(schemas.MAX_SEED - 8)
+    if len(prompts) * body.n > schemas.MAX_CHOICES:
+      raise ApiError(422, f'{len(prompts)} prompts x n={body.n} is {len(prompts) * body.n} '
+                     f'choices; a request may ask for at most {schemas.MAX_CHOICES}.',
+                     param='n')
+    all_ids = []
+    for j, text in enumerate(prompts):
+      param = f'prompt[{j}]' if listed else 'prompt'
+      ids = encode(text, param)
+      if len(ids) + body.max_tokens > engine.max_len:
+        raise ApiError(422, f'{param} ({len(ids)} tokens) + max_tokens ({body.max_tokens}) '
+                       f'exceeds the model context of {engine.max_len} tokens; shorten the '
+                       'prompt or ask for fewer tokens.', param='max_tokens')
+      all_ids.append(ids)
+    seed = (body.seed if body.seed is not None
+            else secrets.randbelow(schemas.MAX_SEED - schemas.MAX_CHOICES))
     reqs, queues = [], []
     rid = f'cmpl-{uuid.uuid4().hex}'
-    for i in range(body.n):
-      q: asyncio.Queue = asyncio.Queue()
-      reqs.append(Request(ids, body.max_tokens, _pusher(loop, q), temperature=body.temperature,
-                          top_p=body.top_p, top_k=body.top_k, seed=seed + i,
-                          stop=body.stop_list()))
-      reqs[-1].rid = rid
-      queues.append(q)
+    for j, ids in enumerate(all_ids):
+      for i in range(body.n):
+        q: asyncio.Queue = asyncio.Queue()
+        reqs.append(Request(ids, body.max_tokens, _pusher(loop, q),
+                            temperature=body.temperature, top_p=body.top_p, top_k=body.top_k,
+                            seed=seed + j * body.n + i, stop=body.stop_list()))
+        reqs[-1].rid = rid
+        queues.append(q)
     try:
       for r in reqs:
         engine.submit(r)
@@ -250,7 +314,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       for r in reqs:
         engine.cancel(r)
       raise ApiError(503, str(e), 'overloaded_error', headers={'Retry-After': '1'}) from e
-    return reqs, queues, ids
+    return reqs, queues, all_ids
 
   def filtered(text: str) -> tuple[str, str | None, tuple[str, ...]]:
     if output_filter is None:
@@ -258,19 +322,24 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
     res = output_filter(text)
     return ('', 'content_filter', res.flags) if res.blocked else (res.text, None, res.flags)
 
-  async def record(kind, body, prompt, texts, finishes, reqs, choice_flags):
+  async def record(kind, body, prompts, texts, finishes, reqs, choice_flags):
     """Hands the generation to `on_generation` in a worker thread (a durable store's
-    commit waits for the disk; the event loop must not)."""
+    commit waits for the disk; the event loop must not): one record per prompt, the
+    response id for a single prompt, '<id>:<j>' for prompt j of a list."""
     if on_generation is None:
       return
     params = body.model_dump(exclude={'messages', 'prompt', 'stream', 'model', 'user'})
-    params['seed'] = reqs[0].seed
-    await run_in_threadpool(on_generation, {
-        'id': rid_of(reqs), 'kind': kind, 'model': served.model.name,
-        'version': reqs[0].version, 'prompt': prompt, 'outputs': texts,
-        'finish_reasons': finishes, 'params': params, 'user': body.user,
-        'flags': sorted({f for fl in choice_flags for f in fl}),
-        'choice_flags': [sorted(set(fl)) for fl in choice_flags], 'time': time.time()})
+    n = body.n
+    for j, prompt in enumerate(prompts):
+      rows = slice(j * n, (j + 1) * n)
+      params = {**params, 'seed': reqs[j * n].seed}
+      flags = choice_flags[rows]
+      await run_in_threadpool(on_generation, {
+          'id': rid_of(reqs) if len(prompts) == 1 else f'{rid_of(reqs)}:{j}', 'kind': kind,
+          'model': served.model.name, 'version': reqs[j * n].version, 'prompt': prompt,
+          'outputs': texts[rows], 'finish_reasons': finishes[rows], 'params': params,
+          'user': body.user, 'flags': sorted({f for fl in flags for f in fl}),
+          'choice_flags': [sorted(set(fl)) for fl in flags], 'time': time.time()})
 
   def rid_of(reqs):
     return reqs[0].rid
@@ -294,12 +363,13 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       raise ApiError(503, f'the decode engine stopped: {engine.error!r}', 'server_error')
     return [r.text for r in reqs], list(finishes)
 
-  def usage(ids, reqs) -> schemas.Usage:
+  def usage(all_ids, reqs) -> schemas.Usage:
     done = sum(len(r.tokens) for r in reqs)
-    return schemas.Usage(prompt_tokens=len(ids), completion_tokens=done,
-                         total_tokens=len(ids) + done)
+    prompt = sum(len(ids) for ids in all_ids)
+    return schemas.Usage(prompt_tokens=prompt, completion_tokens=done,
+                         total_tokens=prompt + done)
 
-  async def stream(kind, body, prompt, reqs, queues, ids):
+  async def stream(kind, body, prompts, reqs, queues):
     """SSE events: one chunk per engine tick per choice, then data: [DONE]."""
     obj = 'text_completion' if kind == 'completion' else 'chat.completion.chunk'
     rid, created = rid_of(reqs), int(time.time())
@@ -358,18 +428,18 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
           yield event(i, delta, finish)
         finishes[i] = finish
       yield 'data: [DONE]\n\n'
-      await record(kind, body, prompt, sent, finishes, reqs, flags)
+      await record(kind, body, prompts, sent, finishes, reqs, flags)
     finally:  # the client went away, or we finished: free every slot
       for t in tasks:
         t.cancel()
       for r in reqs:
         engine.cancel(r)
 
-  async def run(kind: str, body, prompt: str):
+  async def run(kind: str, body, prompts: list[str], listed: bool = False):
     loop = asyncio.get_running_loop()
-    reqs, queues, ids = start(body, prompt, loop)
+    reqs, queues, all_ids = start(body, prompts, loop, listed)
     if body.stream:
-      return responses.StreamingResponse(stream(kind, body, prompt, reqs, queues, ids),
+      return responses.StreamingResponse(stream(kind, body, prompts, reqs, queues),
                                          media_type='text/event-stream')
     texts, finishes = await collect(reqs, queues)
     out, flags = [], []
@@ -377,9 +447,9 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       t, blocked, fl = filtered(t)
       flags.append(fl)
       out.append((t, blocked or f))
-    await record(kind, body, prompt, [t for t, _ in out], [f for _, f in out], reqs, flags)
+    await record(kind, body, prompts, [t for t, _ in out], [f for _, f in out], reqs, flags)
     base = dict(id=rid_of(reqs), created=int(time.time()), model=served.model.name,
-                system_fingerprint=reqs[0].version, usage=usage(ids, reqs))
+                system_fingerprint=reqs[0].version, usage=usage(all_ids, reqs))
     if kind == 'completion':
       return schemas.CompletionResponse(choices=[
           schemas.CompletionChoice(index=i, text=t, finish_reason=f)
@@ -393,7 +463,10 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
   @app.post('/v1/completions', response_model=schemas.CompletionResponse,
             responses=text_responses, tags=['text'])
   async def completions(body: schemas.CompletionRequest, _: str = fastapi.Depends(authorize)):
-    return await run('completion', body, body.prompt)
+    """`prompt`: a string, or a list of strings as in the OpenAI API: `n` choices per
+    prompt, choice `index` = prompt index * n + sample index."""
+    listed = isinstance(body.prompt, list)
+    return await run('completion', body, body.prompt if listed else [body.prompt], listed)
 
   @app.post('/v1/chat/completions', response_model=schemas.ChatResponse,
             responses=text_responses, tags=['text'])
@@ -402,7 +475,7 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
       prompt = _render_chat(served.model.tokenizer, body.messages)
     except ValueError as e:
       raise ApiError(422, str(e), param='messages') from e
-    return await run('chat', body, prompt)
+    return await run('chat', body, [prompt])
 
 
 def _pusher(loop: asyncio.AbstractEventLoop, q: asyncio.Queue):

@@ -54,13 +54,18 @@ def version_of(source: str) -> str:
   return f'step-{step}'
 
 
-def load(source: str, name: str | None = None, version: str | None = None
-         ) -> TextModel | ImageModel:
+def load(source: str, name: str | None = None, version: str | None = None, *,
+         max_len: int = 0) -> TextModel | ImageModel:
   """The model a source holds now (a workdir's newest checkpoint); `version` names it
-  (default 'step-N'), e.g. a registry's 'v3'."""
+  (default 'step-N'), e.g. a registry's 'v3'. `max_len` > 0: a pretrained model served with
+  that shorter context (its KV cache and prompt buckets sized to it; SmolLM2's 8,192 makes a
+  CPU server compile for minutes and hold gigabytes of cache)."""
   name = name or os.path.basename(os.path.normpath(source))
   if not is_workdir(source):
-    return _load_pretrained(source, name)
+    return _load_pretrained(source, name, max_len)
+  if max_len:
+    raise ValueError(f'--max_len applies to --pretrained models only; {source!r} is a '
+                     'workdir, served with its own context (data.block_size)')
   workdir_lib.load_config(source)  # a folder without config.json: "...a genai workdir? Train first"
   step_version = version_of(source)
   step = int(step_version.split('-')[1])
@@ -73,12 +78,16 @@ def load(source: str, name: str | None = None, version: str | None = None
   return _image_model(served, family, name, version)
 
 
-def _load_pretrained(spec: str, name: str) -> TextModel:
+def _load_pretrained(spec: str, name: str, max_len: int = 0) -> TextModel:
   from genai.pretrained import sources  # pylint: disable=import-outside-toplevel
   if not (spec == 'smollm2' or spec.startswith(('hf:', 'gguf:'))):
     raise FileNotFoundError(f'{spec!r} is neither a workdir directory nor a pretrained spec '
                             '(smollm2, hf:DIR, gguf:FILE).')
-  cfg, params, tok = sources.load(spec)
+  if max_len:
+    full = sources.config_of(spec).max_len
+    if not 1 < max_len <= full:
+      raise ValueError(f'--max_len={max_len} must be in [2, {full}] (the context of {spec})')
+  cfg, params, tok = sources.load(spec, **({'max_len': max_len} if max_len else {}))
   if tok is None:
     raise ValueError(f'{spec} has no tokenizer (tokenizer.json or vocab.json + merges.txt); '
                      'a server needs one to read prompts.')

@@ -6,12 +6,14 @@ a 422 before any model code runs.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import pydantic
 from pydantic import Field
 
 MAX_SEED = 2**31 - 1
+MAX_PROMPTS = 32   # prompts in one /v1/completions list
+MAX_CHOICES = 64   # prompts x n in one request
 
 
 class _Request(pydantic.BaseModel):
@@ -48,7 +50,35 @@ class _Sampling(_Request):
 
 
 class CompletionRequest(_Sampling):
-  prompt: str = Field(..., min_length=1, description='The text to continue.')
+  prompt: (Annotated[str, Field(min_length=1)] |
+           Annotated[list[Annotated[str, Field(min_length=1)]],
+                     Field(min_length=1, max_length=MAX_PROMPTS)]) = Field(
+      ..., description='The text to continue, or a list of up to 32 texts (as in the OpenAI '
+      'API): n choices per prompt, choice index = prompt index * n + sample index; '
+      f'at most {MAX_CHOICES} choices in all.')
+
+  @pydantic.field_validator('prompt', mode='before')
+  @classmethod
+  def _check_prompt(cls, v):
+    """One message that names the problem (not one per member of the union)."""
+    if isinstance(v, str):
+      if not v:
+        raise ValueError('prompt is empty; send at least one character')
+      return v
+    if isinstance(v, list):
+      if not v:
+        raise ValueError('prompt is an empty list; send at least one prompt')
+      if len(v) > MAX_PROMPTS:
+        raise ValueError(f'prompt lists {len(v)} prompts; send at most {MAX_PROMPTS} per '
+                         'request')
+      for i, p in enumerate(v):
+        if not isinstance(p, str):
+          raise ValueError(f'prompt[{i}] is a {type(p).__name__}; send text (token-id '
+                           'prompts are not supported)')
+        if not p:
+          raise ValueError(f'prompt[{i}] is empty; send at least one character')
+      return v
+    raise ValueError(f'prompt is a {type(v).__name__}; send a string or a list of strings')
 
 
 class ChatMessage(_Request):
