@@ -59,8 +59,12 @@ def _build(fail_in=None, nan_at=None):
 
 
 def _snapshot(path):
-  return {os.path.relpath(os.path.join(d, f), path): open(os.path.join(d, f), 'rb').read()
-          for d, _, files in os.walk(path) for f in files}
+  out = {}
+  for d, _, files in os.walk(path):
+    for f in files:
+      with open(os.path.join(d, f), 'rb') as fh:
+        out[os.path.relpath(os.path.join(d, f), path)] = fh.read()
+  return out
 
 
 @pytest.mark.parametrize('fail_in', ['build', 'init'])
