@@ -12,6 +12,7 @@ from benchmarks import results
 LIGHT_TEST = 'tests/test_import_layers.py::test_the_layers_block_names_every_package'
 
 
+@pytest.mark.slow  # a benchmark run with a pytest subprocess
 def test_cpu_form_writes_a_valid_result(tmp_path):
   code = gpu_check.main(['--preset', 'tiny', '--steps', '2', '--batch_per_device', '1',
                          '--tests', LIGHT_TEST, '--results_dir', str(tmp_path)])
@@ -28,6 +29,7 @@ def test_cpu_form_writes_a_valid_result(tmp_path):
   assert 'MFU' in r['headline']['speed'] and '1/1 groups passed' in r['headline']['quality']
 
 
+@pytest.mark.slow  # pytest subprocesses
 def test_a_failing_group_names_its_first_failure(tmp_path):
   (tmp_path / 'test_broken.py').write_text(
       'def test_ok():\n  pass\n\ndef test_bad():\n  assert 1 == 2, "bf16 drifted"\n\n'

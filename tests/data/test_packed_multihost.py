@@ -43,6 +43,7 @@ def _result(tmp_path, phase, pid):
   return json.loads((tmp_path / f'phase{phase}_{pid}.json').read_text())
 
 
+@pytest.mark.slow  # jax processes killed and resumed
 def test_two_hosts_read_each_window_once_across_a_kill(tmp_path):
   rng = np.random.default_rng(0)
   letters = np.array(list('abcdefghijklmnopqrstuvwxyz'))
