@@ -18,6 +18,7 @@ from typing import Any
 import jax.numpy as jnp
 import ml_collections
 
+from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import classification as classification_eval
 from genai.families import classifier as classifier_lib
@@ -45,7 +46,7 @@ def make_eval_fn(model, batch_size: int):
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
+  data = image_shards.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   if data.eval_labels is None:
     raise ValueError('the classifier needs labels; the eval split has none. Use a labelled '
                      'dataset (a folder needs one subfolder per class).')

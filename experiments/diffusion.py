@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
 # The family's reading side, re-exported: experiments.diffusion.sample / load_workdir /
@@ -73,7 +74,7 @@ def _loss_fn(model, sched, config, num_classes, *, train: bool, teacher_model=No
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc, ec = config.train, config.eval
-  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
+  data = image_shards.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   images_lib.check_value_range(data.eval_images, data.value_range)
   num_classes = resolve_num_classes(config, data.num_classes)
   image_shape = data.image_shape

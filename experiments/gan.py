@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from genai.data import images as images_lib
+from genai.data import image_shards
 from genai.evaluation import sample_evaluator
 # The family's reading side, re-exported: experiments.gan.sample / load_workdir /
 # generate_images are what scripts and notebooks call.
@@ -130,7 +130,7 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   check_config(config)
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size * tc.n_critic),
+  data = image_shards.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size * tc.n_critic),
                                     seed=config.seed)
   nets = GanNets(config, data.image_shape)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)

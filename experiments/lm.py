@@ -23,10 +23,12 @@ import ml_collections
 import optax
 
 from genai import errors
+from genai.data import packed_windows
 from genai.data import preferences
 from genai.data import sequences
 from genai.data import sft
 from genai.data import text_sources
+from genai.data import token_shards
 from genai.data import tokenizers
 from genai.evaluation import text_metrics
 from genai.families import lm as family
@@ -54,7 +56,8 @@ class Models:
   teacher_params: Any = None
 
 
-def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str) -> Models:
+def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str,
+                  tokenizer: Any = None) -> Models:
   """The run's models; the tokenizer and the model config are saved in `workdir`.
 
   With `model.init_from` the architecture and the tokenizer come from the pretrained source
@@ -78,7 +81,7 @@ def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str) ->
   elif m.teacher_model:
     cfg = make_model(config, m.teacher_model.config.vocab_size).config
   else:
-    m.tokenizer = tokenizers.make_tokenizer(config.tokenizer, text, workdir)
+    m.tokenizer = tokenizer or tokenizers.make_tokenizer(config.tokenizer, text, workdir)
     cfg = make_model(config, m.tokenizer.vocab_size).config
   if cfg.max_len < config.data.block_size:
     raise ValueError(f'The model\'s max_len={cfg.max_len} < data.block_size='
@@ -89,7 +92,7 @@ def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str) ->
                      'distillation needs the same vocabulary.')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    if init_from or teacher_spec:
+    if init_from or teacher_spec or tokenizer is not None:
       m.tokenizer.save(workdir)
     with open(os.path.join(workdir, family.MODEL_CONFIG), 'w') as f:
       json.dump(dataclasses.asdict(cfg), f, indent=1)
@@ -125,6 +128,14 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models,
         sft.make_train_iterator(train_ex, batch_size=local_batch, seed=config.seed),
         sft.eval_batches(val_ex, config.eval.batch_size) if len(val_ex['inputs']) else [],
         prompt)
+  if source == 'prepared':  # python -m genai.data.prepare's shards, streamed (data_at_scale.md)
+    models = resolve_model(config, workdir, '', token_shards.load_prepared_tokenizer(path))
+    train_iter, val, info = packed_windows.prepared_lm_data(
+        path, tokenizer=models.tokenizer, block_size=block, batch_size=local_batch,
+        seed=config.seed, val_split=config.data.get('val_split') or None,
+        eval_batch_size=config.eval.batch_size, eval_max_batches=config.eval.num_batches,
+        num_workers=config.data.get('num_workers', 0), prefetch=config.data.get('prefetch', 0))
+    return models, Data(train_iter, val, info.prompt, info.chars_per_token)
   text = text_sources.load_text(config.data)
   models = resolve_model(config, workdir, text)
   tok = models.tokenizer

@@ -23,6 +23,7 @@ import numpy as np
 import optax
 
 from genai.data import batching
+from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
 # The family's reading side, re-exported: experiments.vae.sample / load_workdir.
@@ -150,7 +151,7 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
 
 def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   tc = config.train
-  data = images_lib.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
+  data = image_shards.load_image_data(config.data, batch_size=mesh_lib.local_batch_size(tc.batch_size), seed=config.seed)
   model = make_vae(config.model, data.image_shape)
   check_data(model, data.value_range, data.eval_images)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)

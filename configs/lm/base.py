@@ -26,7 +26,12 @@ def get_base_config() -> ml_collections.ConfigDict:
                                       # {"prompt","response"} or {"messages"} rows; loss on
                                       # responses only) | 'dpo_jsonl' ({"prompt","chosen",
                                       # "rejected"} rows; DPO, needs model.init_from)
+                                      # | 'prepared' (data.path: a folder written by python
+                                      # -m genai.data.prepare, streamed: docs/data_at_scale.md)
   c.data.path = ''                    # file, glob or comma list, for source='files'
+  c.data.val_split = 'validation'     # source='prepared': the split validated on ('' = none)
+  c.data.num_workers = 0              # source='prepared': grain worker processes
+  c.data.prefetch = 0                 # source='prepared': batches prefetched per worker
   c.data.tfds_name = ''
   c.data.tfds_split = 'train'
   c.data.tfds_text_key = 'text'
