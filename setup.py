@@ -70,6 +70,9 @@ EXTRAS = {
     'test': ['pytest>=9.2.0,<10', 'httpx>=0.28.1,<0.29', 'schemathesis>=4.32.5,<5',
              'playwright>=1.65.2,<2', 'nbclient>=0.11.0,<0.12', 'nbformat>=5.11.1,<6',
              'ipykernel>=7.4.0,<8', *sorted({r for reqs in OPTIONAL.values() for r in reqs})],
+    # Apache Beam for genai.data.prepare --runner (docs/data_at_scale.md). Not in the CI lock:
+    # Beam needs protobuf < 7 and pillow < 13, so install it without the lock's pins.
+    'beam': ['apache-beam>=2.77.0,<3'],
     # PyTorch references for parity tests and speed comparisons (CPU build).
     'reference': ['torch>=2.13.0,<2.14', 'transformers>=5.24.0,<6', 'accelerate>=1.15.0,<2',
                   'safetensors>=0.8.0,<0.9'],

@@ -28,6 +28,9 @@ from packaging.version import Version
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, 'requirements', 'ci-constraints.txt')
 LOCKED_EXTRAS = ('all', 'test', 'reference')  # not 'tpu'/'cuda': CI has no accelerator
+# Extras whose pins conflict with the lock (Beam: protobuf < 7, pillow < 13): installed
+# without the constraints file, never by CI (docs/data_at_scale.md).
+UNLOCKABLE_EXTRAS = ('beam',)
 SKIP = {'genai'}
 
 
