@@ -292,8 +292,9 @@ def render(results: dict[str, dict]) -> str:
       'cores). Paths under `../shared/data` are the data a research machine provides (Tiny '
       'Shakespeare, MNIST); `--data_dir` points elsewhere.',
       '',
-      'The README discusses these figures against targets and references; figures measured '
-      'before this report existed, by hand, stay in the README with their machine.',
+      'The capability pages of docs/ discuss these figures against targets and references '
+      '(docs/running_benchmarks.md says which page holds which); figures measured before this '
+      'report existed, by hand, stay on those pages with their machine.',
       '',
       '## Machines',
       '',

@@ -17,7 +17,9 @@ def test_there_is_a_notebook_per_main_path():
 
 @pytest.mark.slow  # runs each notebook (minutes)
 @pytest.mark.parametrize('name', NOTEBOOKS)
-def test_notebook_runs(name):
+def test_notebook_runs(name, tmp_path, monkeypatch):
+  # A notebook that runs a benchmark must never write benchmarks/results/ (the record).
+  monkeypatch.setenv('GENAI_BENCH_RESULTS_DIR', str(tmp_path / 'bench_results'))
   import nbformat  # pylint: disable=g-import-not-at-top
   from nbclient import NotebookClient  # pylint: disable=g-import-not-at-top
   if name == '03_transfer_learning.ipynb':
