@@ -279,10 +279,15 @@ def test_command_line_server(lm_workdir, tmp_path):
 
 
 def test_command_line_errors(tmp_path):
+  """One start of the command line in the fast tier (it covers genai/serve/__main__.py)."""
   r = subprocess.run([sys.executable, '-m', 'genai.serve', f'--workdir={tmp_path}'], cwd=REPO,
                      capture_output=True, text=True, timeout=120)
   assert r.returncode != 0 and 'a genai workdir? Train first' in r.stderr
   assert 'Traceback' not in r.stderr
+
+
+@pytest.mark.slow  # a second start of the command line
+def test_command_line_needs_one_model_source():
   r = subprocess.run([sys.executable, '-m', 'genai.serve'], cwd=REPO, capture_output=True,
                      text=True, timeout=120)
   assert r.returncode != 0 and 'exactly one of --workdir, --pretrained or --registry' in r.stderr
