@@ -25,7 +25,7 @@ def _train(family, arg='runlocal', **overrides):
 
 
 @pytest.fixture(scope='module', params=[pytest.param('gan', marks=pytest.mark.slow), 'vae',
-                                        pytest.param('diffusion', marks=pytest.mark.slow)])
+                                        'diffusion'])
 def workdir(request, tmp_path_factory):
   family = request.param
   exp, config = _train(family, 'runlocal,cond' if family == 'diffusion' else 'runlocal')
