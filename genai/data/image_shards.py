@@ -360,14 +360,8 @@ class DecodeBatch:
   def __call__(self, index: int, ids: np.ndarray) -> dict[str, np.ndarray]:
     x, y = self.decode(ids)
     x = images_lib.preprocess(x, value_range=self.value_range)
-    if self.random_flip or self.binarize:
-      rng = np.random.default_rng((self.seed, self.shard_index, int(index)))
-      if self.random_flip:
-        flip = rng.random(len(x)) < 0.5
-        x[flip] = x[flip, :, ::-1]
-      if self.binarize:
-        x = (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
-    batch = {'image': x}
+    batch = {'image': images_lib.augment(x, (self.seed, self.shard_index, int(index)),
+                                         random_flip=self.random_flip, binarize=self.binarize)}
     if self.labels:
       batch['label'] = y
     return batch

@@ -487,6 +487,20 @@ def check_value_range(images: np.ndarray, expected: str) -> None:
 # ----------------------------------------------------------------- batching.
 
 
+
+def augment(x: np.ndarray, key: tuple[int, ...], *, random_flip: bool, binarize: bool
+            ) -> np.ndarray:
+  """A batch's random horizontal flips and dynamic binarisation, drawn from `key` (seed,
+  host, batch index): a pure function of it, so a resumed run draws the same."""
+  if random_flip or binarize:
+    rng = np.random.default_rng(key)
+    if random_flip:
+      flip = rng.random(len(x)) < 0.5
+      x[flip] = x[flip, :, ::-1]
+    if binarize:
+      x = (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
+  return x
+
 class _GatherBatch:
   """Gathers one batch and applies per-batch randomness keyed by its index."""
 
@@ -501,15 +515,8 @@ class _GatherBatch:
 
   def __call__(self, index: int, idx: np.ndarray) -> Batch:
     x = self.images[idx]  # One fancy-index gather (a copy).
-    if self.random_flip or self.binarize:
-      # A pure function of (seed, host, batch index): resume is exact.
-      rng = np.random.default_rng((self.seed, self.shard_index, int(index)))
-      if self.random_flip:
-        flip = rng.random(len(x)) < 0.5
-        x[flip] = x[flip, :, ::-1]
-      if self.binarize:
-        x = (rng.random(x.shape, dtype=np.float32) < x).astype(np.float32)
-    batch = {'image': x}
+    batch = {'image': augment(x, (self.seed, self.shard_index, int(index)),
+                              random_flip=self.random_flip, binarize=self.binarize)}
     if self.labels is not None:
       batch['label'] = self.labels[idx]
     return batch
