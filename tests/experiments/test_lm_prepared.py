@@ -37,6 +37,7 @@ def _config(path, num_steps):
   return config
 
 
+@pytest.mark.slow  # a training, stopped and resumed
 def test_trains_on_prepared_shards_and_resumes_bit_identical(prepared, tmp_path):
   ref, work = str(tmp_path / 'ref'), str(tmp_path / 'work')
   lm.train_and_evaluate(_config(prepared, 6), ref)

@@ -59,6 +59,7 @@ def test_a_contradiction_stops_the_run_before_any_data_loads(tmp_path):
     lm.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow  # eager: one compile per op
 def test_every_objective_has_the_one_signature():
   cfg = TransformerConfig(vocab_size=11, num_layers=1, num_heads=2, d_model=16, max_len=8)
   model = Transformer(cfg)

@@ -124,6 +124,7 @@ def test_single_sample_elbo_and_iwae_k1_agree_with_a_hand_computation():
   np.testing.assert_allclose(got, ref, rtol=1e-4)
 
 
+@pytest.mark.slow  # eager: one compile per op
 def test_iw_estimate_combines_chunks_with_one_logsumexp():
   model, params = _model_and_params()
   x = _binary_images(n=3)
@@ -161,6 +162,7 @@ def test_iwae_bound_is_above_the_elbo_and_tightens_with_k():
   assert b128.mean() > b16.mean() > b1.mean(), (b1, b16, b128)
 
 
+@pytest.mark.slow  # eager: one compile per op
 def test_beta_weights_only_the_kl_term():
   model, params = _model_and_params()
   batch = {'image': _binary_images()}

@@ -182,7 +182,7 @@ def test_unpermute_inverts_llama_cpp_permute():
 
 
 @needs_torch
-@pytest.mark.parametrize('tied', [True, False])
+@pytest.mark.parametrize('tied', [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_tiny_logits_match_hf_llama(tiny, tied):
   import torch  # pylint: disable=import-outside-toplevel
   from transformers import LlamaConfig, LlamaForCausalLM  # pylint: disable=import-outside-toplevel
