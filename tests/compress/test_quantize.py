@@ -52,7 +52,7 @@ def test_quantized_matmul_equals_the_dequantized_float_matmul(kind):
 
 
 @pytest.mark.parametrize('arch', ['gpt2', pytest.param('llama', marks=pytest.mark.slow)])
-@pytest.mark.parametrize('kind', ['int8', 'int4'])
+@pytest.mark.parametrize('kind', ['int8', pytest.param('int4', marks=pytest.mark.slow)])
 def test_quantized_transformer_runs_on_integer_kernels(arch, kind):
   cfg = TransformerConfig(vocab_size=50, num_layers=2, num_heads=4, num_kv_heads=2 if arch == 'llama' else 4,
                           d_model=64, max_len=16, arch=arch)

@@ -39,7 +39,8 @@ def test_keeping_everything_is_the_original_model(name):
     ('gpt2', dict(kv_heads=2, d_ff=64)),                     # MHA: whole heads go
     pytest.param('llama_gqa', dict(heads_per_group=1, d_ff=64),  # fewer query heads per group
                  marks=pytest.mark.slow),
-    ('llama_gqa', dict(kv_heads=1, heads_per_group=2, d_ff=64)),  # a whole KV group goes
+    pytest.param('llama_gqa', dict(kv_heads=1, heads_per_group=2, d_ff=64),  # a whole KV group goes
+                 marks=pytest.mark.slow),
 ])
 def test_pruned_model_equals_the_original_with_removed_rows_zeroed(name, kwargs):
   cfg, params, tokens = _setup(name)

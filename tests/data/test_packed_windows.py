@@ -121,6 +121,7 @@ def test_resumed_iterator_is_bit_identical(corpus):
   assert not np.array_equal(next(other)['inputs'], first[0]['inputs'])
 
 
+@pytest.mark.slow  # worker processes
 def test_worker_processes_give_the_same_batches_and_resume(corpus):
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
