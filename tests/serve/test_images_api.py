@@ -24,9 +24,8 @@ def _train(family, arg='runlocal', **overrides):
   return exp, config
 
 
-@pytest.fixture(scope='module', params=[pytest.param('gan', marks=pytest.mark.slow),
-                                        pytest.param('vae', marks=pytest.mark.slow),
-                                        'diffusion'])  # the fast tier's diffusion training
+@pytest.fixture(scope='module', params=[pytest.param('gan', marks=pytest.mark.slow), 'vae',
+                                        'diffusion'])  # the fast tier's VAE, diffusion runs
 def workdir(request, tmp_path_factory):
   family = request.param
   exp, config = _train(family, 'runlocal,cond' if family == 'diffusion' else 'runlocal')
