@@ -53,8 +53,9 @@ OPTIONAL = {
     'serve': ['fastapi>=0.165.0,<1', 'uvicorn>=0.54.0,<1', 'prometheus_client>=0.26.0,<1'],
     # python -m genai.export: SavedModel (orbax-export over jax2tf) and TFLite.
     'export': ['orbax-export>=0.0.8,<0.1', 'ai-edge-litert>=2.3.0,<3'],
-    # genai.feedback's store (serve --feedback, experiments.retrain): SQLite or any SQLAlchemy URL.
-    'feedback': ['sqlalchemy>=2.0.44,<2.1'],
+    # genai.feedback's store (serve --feedback, experiments.retrain): SQLite, or PostgreSQL
+    # through psycopg 3 (its binary build bundles libpq): postgresql+psycopg://...
+    'feedback': ['sqlalchemy>=2.0.44,<2.1', 'psycopg[binary]>=3.3.9,<3.4'],
     # Plots: the bias-audit reports (genai/safety/audit_report.py) and the colab/ notebooks.
     'plots': ['matplotlib>=3.10.7,<4'],
 }

@@ -29,13 +29,32 @@ returns: the row survives a process kill or power loss. Write transactions start
 `BEGIN IMMEDIATE` and wait on a 30 s busy timeout, so threads and processes writing the same
 file queue up instead of failing with 'database is locked'; readers never block in WAL mode.
 The store is safe to share between threads (one pooled connection per thread at a time).
+
+PostgreSQL ('postgresql+psycopg://user:password@host:port/db', the `feedback` extra's psycopg
+3 driver): the server's defaults are durable (fsync = on, synchronous_commit = on: a commit
+returns once its WAL is on disk); several processes and machines share one database, each
+row written in its own transaction; the first opens of a new database are serialized by an
+advisory lock, so concurrent replicas migrate it once. Pooled connections are checked before
+use (pool_pre_ping) and a connection attempt gives up after 10 s (connect_timeout), so a
+server restart costs the requests made while it is down, not the pool.
+
+Unavailable database: when the database cannot be reached or refuses the login (a
+server that is down or restarting, a wrong password, an SQLite file that cannot be opened
+or stays locked past the busy timeout), every method raises `StoreUnavailable`, with one
+line naming the cause (the serving API answers it with a 503), and works again once the
+database is back. `FeedbackStore(url, lazy=True)` does not touch the database until it is
+first used, so a server can start before its database; the schema is brought up to date at
+the first call that reaches it.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import sqlite3
 import tempfile
+import threading
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -46,10 +65,36 @@ with _extras.needs('feedback', 'genai.feedback.store'):
 
 _PENDING, _DECISIONS = 'pending', ('approved', 'rejected')
 _BUSY_TIMEOUT_S = 30.0
+_CONNECT_TIMEOUT_S = 10
 
 
 class SchemaError(RuntimeError):
   """The database's schema cannot be used by this code (e.g. it is newer)."""
+
+
+class StoreUnavailable(RuntimeError):
+  """The database cannot be reached now (down, restarting, login refused, locked); the
+  call did not happen and may be retried. The message is one line naming the cause."""
+
+
+def _unavailable(url: sa.URL, err: sa.exc.DBAPIError) -> StoreUnavailable:
+  """One line: which database (password hidden) and the driver's first line of why."""
+  reason = str(err.orig if err.orig is not None else err).strip().splitlines()
+  reason = reason[0].strip() if reason else type(err).__name__
+  where = url.render_as_string(hide_password=True)
+  return StoreUnavailable(f'the feedback database {where} is unavailable ({reason}); '
+                          'retry later')
+
+
+def _translated(fn):
+  """A store method whose database outage raises `StoreUnavailable`."""
+  @functools.wraps(fn)
+  def wrapper(self, *args, **kw):
+    try:
+      return fn(self, *args, **kw)
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+      raise _unavailable(self._engine.url, e) from e  # pylint: disable=protected-access
+  return wrapper
 
 
 def _tables(meta: sa.MetaData, version: int) -> dict[str, sa.Table]:
@@ -139,17 +184,27 @@ class FeedbackStore:
 
   SCHEMA_VERSION: int = len(_MIGRATIONS)
 
-  def __init__(self, url: str):
+  def __init__(self, url: str, *, lazy: bool = False):
+    """Opens the database at SQLAlchemy `url` and brings its schema up to date (raising
+    `StoreUnavailable` if it cannot be reached); `lazy`: only at the first call."""
     self.url = url
     self._sqlite = url.startswith('sqlite')
+    self._schema_ok = False
+    self._schema_lock = threading.Lock()
     if self._sqlite:
       self._engine = sa.create_engine(url, connect_args={'timeout': _BUSY_TIMEOUT_S})
       sa.event.listen(self._engine, 'connect', _sqlite_connect)
       sa.event.listen(self._engine, 'begin', _sqlite_begin)
     else:
-      self._engine = sa.create_engine(url, pool_pre_ping=True)
+      parsed = sa.make_url(url)
+      connect_args = ({} if 'connect_timeout' in parsed.query or
+                      not parsed.drivername.startswith('postgresql')
+                      else {'connect_timeout': _CONNECT_TIMEOUT_S})
+      self._engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    if lazy:
+      return
     try:
-      self._migrate()
+      self._ensure_schema()
     except BaseException:
       self._engine.dispose()
       raise
@@ -163,18 +218,37 @@ class FeedbackStore:
   # --- connections and schema ---
 
   @contextlib.contextmanager
-  def _write(self) -> Iterator[sa.Connection]:
+  def _write(self, migrating: bool = False) -> Iterator[sa.Connection]:
     """A transaction that holds the write lock from its start (SQLite: BEGIN IMMEDIATE)."""
+    if not migrating:
+      self._ensure_schema()
     with self._engine.begin() as conn:
       yield conn
 
   @contextlib.contextmanager
-  def _read(self) -> Iterator[sa.Connection]:
+  def _read(self, migrating: bool = False) -> Iterator[sa.Connection]:
     """A read transaction: one consistent snapshot, no lock held (SQLite: BEGIN DEFERRED)."""
+    if not migrating:
+      self._ensure_schema()
     with self._engine.connect() as conn:
       conn.execution_options(genai_read_only=True)
       with conn.begin():
         yield conn
+
+  def _ensure_schema(self) -> None:
+    if self._schema_ok:
+      return
+    with self._schema_lock:
+      if not self._schema_ok:
+        self._migrate()
+        self._schema_ok = True
+
+  @_translated
+  def ping(self) -> None:
+    """Raises `StoreUnavailable` unless the database answers now (a readiness check)."""
+    self._ensure_schema()
+    with self._engine.connect() as conn:
+      conn.execute(sa.text('SELECT 1'))
 
   def _db_version(self, conn: sa.Connection) -> int:
     if not sa.inspect(conn).has_table('schema_version'):
@@ -187,14 +261,15 @@ class FeedbackStore:
           f'feedback database {self._engine.url!r} has schema version {version}, newer than '
           f'the {self.SCHEMA_VERSION} this code knows: upgrade genai to open it')
 
+  @_translated
   def _migrate(self) -> None:
     """Creates the schema, or applies the missing migrations in one transaction."""
-    with self._read() as conn:
+    with self._read(migrating=True) as conn:
       version = self._db_version(conn)
     self._check_not_newer(version)
     if version == self.SCHEMA_VERSION:
       return
-    with self._write() as conn:
+    with self._write(migrating=True) as conn:
       if conn.dialect.name == 'postgresql':  # serialize concurrent first opens
         conn.execute(sa.text('SELECT pg_advisory_xact_lock(4242001)'))
       _SCHEMA_VERSION_T.create(conn, checkfirst=True)
@@ -204,6 +279,7 @@ class FeedbackStore:
         _MIGRATIONS[v](conn)
         conn.execute(_SCHEMA_VERSION_T.insert().values(version=v + 1, applied=time.time()))
 
+  @_translated
   def schema_version(self) -> int:
     """The version the database is at (== SCHEMA_VERSION once opened)."""
     with self._read() as conn:
@@ -221,6 +297,7 @@ class FeedbackStore:
 
   # --- generations ---
 
+  @_translated
   def record_generation(self, record: dict[str, Any]) -> str:
     """Stores one served generation (the serving `on_generation` hook); a second call with
     the same id keeps the first. Returns the id."""
@@ -247,6 +324,7 @@ class FeedbackStore:
       pass
     return gid
 
+  @_translated
   def get_generation(self, generation_id: str) -> dict[str, Any] | None:
     """The stored record (the hook's keys plus 'created'), or None."""
     with self._read() as conn:
@@ -254,6 +332,7 @@ class FeedbackStore:
                          .where(_T['generations'].c.id == generation_id)).mappings().first()
     return None if row is None else _generation_dict(row)
 
+  @_translated
   def feedback_for(self, generation_id: str) -> dict[str, list[dict[str, Any]]]:
     """The ratings and edits given on one generation, oldest first."""
     out = {}
@@ -280,6 +359,7 @@ class FeedbackStore:
 
   # --- feedback ---
 
+  @_translated
   def add_rating(self, generation_id: str, choice: int, rating: int,
                  comment: str | None = None) -> int:
     """A thumbs up (+1) or down (-1) on outputs[choice]. Returns the rating's id."""
@@ -291,6 +371,7 @@ class FeedbackStore:
           generation_id=generation_id, choice=choice, rating=int(rating), comment=comment,
           created=time.time())).inserted_primary_key[0]
 
+  @_translated
   def add_edit(self, generation_id: str, choice: int, text: str) -> int:
     """A user's better version of outputs[choice]. Returns the edit's id."""
     if not isinstance(text, str) or not text.strip():
@@ -301,6 +382,7 @@ class FeedbackStore:
           generation_id=generation_id, choice=choice, text=text,
           created=time.time())).inserted_primary_key[0]
 
+  @_translated
   def add_preference(self, prompt: str, chosen: str, rejected: str,
                      generation_ids: Sequence[str] = (), source: str = 'user') -> int:
     """`chosen` is a better response to `prompt` than `rejected`. Any `generation_ids`
@@ -317,6 +399,7 @@ class FeedbackStore:
 
   # --- human review of moderated outputs ---
 
+  @_translated
   def add_review_item(self, generation_id: str | None, text: str,
                       flags: Sequence[str]) -> int:
     """Queues an output flagged by moderation for human review. Returns the item's id."""
@@ -325,6 +408,7 @@ class FeedbackStore:
           generation_id=generation_id, text=text, flags=_dumps(list(flags)),
           status=_PENDING, created=time.time())).inserted_primary_key[0]
 
+  @_translated
   def review_queue(self, status: str | None = 'pending', limit: int = 50) -> list[dict]:
     """Review items with `status` (None: all), oldest first."""
     t = _T['review_items']
@@ -335,6 +419,7 @@ class FeedbackStore:
       rows = conn.execute(q).mappings().all()
     return [dict(r, flags=json.loads(r['flags'])) for r in rows]
 
+  @_translated
   def decide_review(self, item_id: int, decision: str, reviewer: str | None = None) -> None:
     """Records a reviewer's decision ('approved' | 'rejected'); a later one overrides it."""
     if decision not in _DECISIONS:
@@ -348,6 +433,7 @@ class FeedbackStore:
 
   # --- exports for retraining ---
 
+  @_translated
   def sft_rows(self, since: float = 0.0) -> list[dict[str, str]]:
     """{"prompt", "response"}: every edit made at/after `since`, and every output with a +1
     and no -1 whose first +1 came at/after `since`; oldest first."""
@@ -367,6 +453,7 @@ class FeedbackStore:
              for c, gid, k, p, outs in rated if c >= since]
     return [row for *_, row in sorted(rows, key=lambda x: x[:3])]
 
+  @_translated
   def dpo_rows(self, since: float = 0.0) -> list[dict[str, str]]:
     """{"prompt", "chosen", "rejected"}: preferences made at/after `since`, and each edit made
     at/after `since` over the output it replaces (unless that output was empty, e.g.
@@ -394,6 +481,7 @@ class FeedbackStore:
     """Writes `dpo_rows(since)` to `path` as JSONL, atomically. Returns the rows written."""
     return _write_jsonl(path, self.dpo_rows(since))
 
+  @_translated
   def stats(self) -> dict[str, int]:
     """Rows per table, and the review items still pending."""
     with self._read() as conn:
@@ -436,7 +524,17 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
   dbapi_conn.isolation_level = None  # the driver issues no BEGIN/COMMIT of its own
   cur = dbapi_conn.cursor()
   cur.execute(f'PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}')
-  cur.execute('PRAGMA journal_mode = WAL')
+  # Switching a new file to WAL needs it to itself, and SQLite answers 'database is locked'
+  # at once instead of waiting (several processes opening a new database together): retry.
+  deadline = time.monotonic() + _BUSY_TIMEOUT_S
+  while True:
+    try:
+      cur.execute('PRAGMA journal_mode = WAL')
+      break
+    except sqlite3.OperationalError as e:
+      if 'locked' not in str(e) or time.monotonic() > deadline:
+        raise
+      time.sleep(0.01)
   cur.execute('PRAGMA synchronous = FULL')
   cur.execute('PRAGMA foreign_keys = ON')
   cur.close()

@@ -1,4 +1,5 @@
-"""FeedbackStore: round trips, exports, durability under SIGKILL, concurrent writers, migrations."""
+"""FeedbackStore on SQLite and on PostgreSQL (`db_url`, tests/feedback/conftest.py): round
+trips, exports, durability under SIGKILL, concurrent writers, migrations."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from genai.feedback import store as store_lib
 from genai.feedback.store import FeedbackStore, SchemaError
@@ -35,15 +37,20 @@ def _jsonl(path) -> list[dict]:
 
 
 @pytest.fixture
-def store(tmp_path):
-  s = FeedbackStore.for_workdir(str(tmp_path))
+def store(db_url):
+  s = FeedbackStore(db_url)
   yield s
   s.close()
 
 
-def test_round_trip(store, tmp_path):
+def test_for_workdir(tmp_path):
+  with FeedbackStore.for_workdir(str(tmp_path / 'w')) as s:
+    assert s.url == f'sqlite:///{tmp_path}/w/feedback.db' and s.schema_version() == 2
+  assert (tmp_path / 'w/feedback.db').exists()
+
+
+def test_round_trip(store):
   assert store.SCHEMA_VERSION == 2 and store.schema_version() == 2
-  assert (tmp_path / 'feedback.db').exists()
   rec = _record('cmpl-1', flags=['pii'])
   assert store.record_generation(rec) == 'cmpl-1'
   assert store.record_generation(_record('cmpl-1', outputs=['other'])) == 'cmpl-1'  # idempotent
@@ -156,7 +163,7 @@ _CHILD = textwrap.dedent('''
     import sys
     sys.path.insert(0, {repo!r})
     from genai.feedback.store import FeedbackStore
-    store, tag, n = FeedbackStore({url!r}), sys.argv[1], int(sys.argv[2])
+    store, tag, n = FeedbackStore({url!r}), sys.argv[1], int(sys.argv[2])  # noqa
     i = 0
     while n < 0 or i < n:
       gid = f'cmpl-{{tag}}-{{i}}'
@@ -174,16 +181,16 @@ def _child(url: str, tag: str, n: int) -> subprocess.Popen:
                           stderr=subprocess.PIPE, text=True)
 
 
-def test_acknowledged_rows_survive_sigkill(tmp_path):
-  url = f'sqlite:///{tmp_path}/feedback.db'
-  FeedbackStore(url).close()
+def _write_until_killed(url: str, kill) -> int:
+  """Runs a writer child until it acknowledged 200 rows, then `kill(proc)`; returns the last
+  row acknowledged (the kill lands while it writes the next one)."""
   proc = _child(url, 'k', -1)  # writes until killed
   acked = -1
   try:
     for line in proc.stdout:
       acked = int(line.split()[1])
       if acked >= 200:
-        proc.send_signal(signal.SIGKILL)  # lands while the child writes row acked + 1
+        kill(proc)
         break
   finally:
     proc.kill()
@@ -192,8 +199,10 @@ def test_acknowledged_rows_survive_sigkill(tmp_path):
     err = proc.stderr.read()
     proc.stderr.close()
   assert acked >= 200, err
-  with sqlite3.connect(tmp_path / 'feedback.db') as raw:
-    assert raw.execute('PRAGMA integrity_check').fetchone() == ('ok',)
+  return acked
+
+
+def _check_acked(url: str, acked: int) -> None:
   store = FeedbackStore(url)
   try:
     for i in range(acked + 1):
@@ -204,8 +213,43 @@ def test_acknowledged_rows_survive_sigkill(tmp_path):
     store.close()
 
 
-def test_concurrent_writers(tmp_path):
-  url, n = f'sqlite:///{tmp_path}/feedback.db', 100
+# The PostgreSQL cases of the subprocess tests are in the slow tier (a few seconds each).
+_BOTH_SLOW_PG = pytest.mark.parametrize(
+    'db_url', ['sqlite', pytest.param('postgresql', marks=pytest.mark.slow)], indirect=True)
+
+
+@_BOTH_SLOW_PG
+def test_acknowledged_rows_survive_sigkill_of_the_writer(db_url, tmp_path):
+  FeedbackStore(db_url).close()
+  acked = _write_until_killed(db_url, lambda proc: proc.send_signal(signal.SIGKILL))
+  if db_url.startswith('sqlite'):
+    with sqlite3.connect(tmp_path / 'feedback.db') as raw:
+      assert raw.execute('PRAGMA integrity_check').fetchone() == ('ok',)
+    raw.close()
+  _check_acked(db_url, acked)
+
+
+@pytest.mark.slow
+def test_acknowledged_rows_survive_sigkill_of_the_database_server(pg_server):
+  """PostgreSQL with its durable defaults: SIGKILL of the server and all its processes
+  (no shutdown checkpoint) while a client writes; after crash recovery every row the
+  client had acknowledged is there."""
+  from conftest import new_database  # pylint: disable=g-import-not-at-top
+  url = new_database(pg_server)
+  assert pg_server.psql('SHOW fsync') == 'on'
+  assert pg_server.psql('SHOW synchronous_commit') == 'on'
+  FeedbackStore(url).close()
+  try:
+    acked = _write_until_killed(url, lambda proc: pg_server.kill())
+  finally:
+    pg_server.start()
+  assert 'database system was interrupted' in pg_server.log_tail(40)  # crash recovery ran
+  _check_acked(url, acked)
+
+
+@_BOTH_SLOW_PG
+def test_concurrent_writers(db_url):
+  url, n = db_url, 100
   shared = FeedbackStore(url)
   procs = [_child(url, f'p{k}', n) for k in range(2)]  # they open the store concurrently too
   errors = []
@@ -234,49 +278,67 @@ def test_concurrent_writers(tmp_path):
   shared.close()
 
 
+# The v1 schema as the v1 code created it (written out: not derived from today's code), with
+# one row in each table. {serial}: the backend's auto-increment integer key.
 _V1_SQL = '''
 CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied FLOAT NOT NULL);
 CREATE TABLE generations (
   id VARCHAR(128) PRIMARY KEY, kind VARCHAR(32) NOT NULL, model TEXT NOT NULL,
   version TEXT NOT NULL, prompt TEXT NOT NULL, outputs TEXT NOT NULL,
-  finish_reasons TEXT NOT NULL, params TEXT NOT NULL, user TEXT, flags TEXT NOT NULL,
+  finish_reasons TEXT NOT NULL, params TEXT NOT NULL, "user" TEXT, flags TEXT NOT NULL,
   time FLOAT NOT NULL, created FLOAT NOT NULL);
 CREATE TABLE ratings (
-  id INTEGER PRIMARY KEY, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
+  id {serial}, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
   choice INTEGER NOT NULL, rating INTEGER NOT NULL, comment TEXT, created FLOAT NOT NULL);
 CREATE TABLE edits (
-  id INTEGER PRIMARY KEY, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
+  id {serial}, generation_id VARCHAR(128) NOT NULL REFERENCES generations (id),
   choice INTEGER NOT NULL, text TEXT NOT NULL, created FLOAT NOT NULL);
 CREATE TABLE preferences (
-  id INTEGER PRIMARY KEY, prompt TEXT NOT NULL, chosen TEXT NOT NULL, rejected TEXT NOT NULL,
+  id {serial}, prompt TEXT NOT NULL, chosen TEXT NOT NULL, rejected TEXT NOT NULL,
   generation_ids TEXT NOT NULL, created FLOAT NOT NULL);
 INSERT INTO schema_version VALUES (1, 1.0);
 INSERT INTO generations VALUES ('cmpl-old', 'chat', 'lm', 'step-5', 'old prompt', '["o0", "o1"]',
-  '["stop", "stop"]', '{"n": 2}', NULL, '[]', 10.0, 10.0);
-INSERT INTO ratings VALUES (1, 'cmpl-old', 1, 1, 'ok', 11.0);
-INSERT INTO edits VALUES (1, 'cmpl-old', 0, 'o0 edited', 12.0);
-INSERT INTO preferences VALUES (1, 'old q', 'old good', 'old bad', '["cmpl-old"]', 13.0);
+  '["stop", "stop"]', '{{"n": 2}}', NULL, '[]', 10.0, 10.0);
+INSERT INTO ratings (generation_id, choice, rating, comment, created)
+  VALUES ('cmpl-old', 1, 1, 'ok', 11.0);
+INSERT INTO edits (generation_id, choice, text, created) VALUES ('cmpl-old', 0, 'o0 edited', 12.0);
+INSERT INTO preferences (prompt, chosen, rejected, generation_ids, created)
+  VALUES ('old q', 'old good', 'old bad', '["cmpl-old"]', 13.0)
 '''
 
 
-def _make_v1(path: Path) -> None:
-  with sqlite3.connect(path) as raw:
-    raw.executescript(_V1_SQL)
-  raw.close()
+def _sql(url: str, statements: str) -> list[list[tuple]]:
+  """Runs `;`-separated statements in one transaction; the rows of each."""
+  engine = sa.create_engine(url)
+  try:
+    out = []
+    with engine.begin() as conn:
+      for q in filter(str.strip, statements.split(';')):
+        result = conn.exec_driver_sql(q)
+        out.append(result.fetchall() if result.returns_rows else [])
+    return out
+  finally:
+    engine.dispose()
 
 
-def _columns(path: Path) -> dict[str, list[str]]:
-  with sqlite3.connect(path) as raw:
-    tables = [r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    cols = {t: sorted(r[1] for r in raw.execute(f'PRAGMA table_info({t})')) for t in tables}
-  raw.close()
-  return cols
+def _make_v1(url: str) -> None:
+  serial = 'SERIAL PRIMARY KEY' if url.startswith('postgresql') else 'INTEGER PRIMARY KEY'
+  _sql(url, _V1_SQL.format(serial=serial))
 
 
-def test_migrates_v1_database(tmp_path):
-  path = tmp_path / 'feedback.db'
-  _make_v1(path)
-  store = FeedbackStore(f'sqlite:///{path}')
+def _columns(url: str) -> dict[str, list[str]]:
+  engine = sa.create_engine(url)
+  try:
+    inspector = sa.inspect(engine)
+    return {t: sorted(c['name'] for c in inspector.get_columns(t))
+            for t in inspector.get_table_names()}
+  finally:
+    engine.dispose()
+
+
+def test_migrates_v1_database(db_url):
+  _make_v1(db_url)
+  store = FeedbackStore(db_url)
   try:
     assert store.schema_version() == 2
     assert store.stats() == {'generations': 1, 'ratings': 1, 'edits': 1, 'preferences': 1,
@@ -290,19 +352,41 @@ def test_migrates_v1_database(tmp_path):
                                 {'prompt': 'old prompt', 'response': 'o0 edited'}]
   finally:
     store.close()
-  with sqlite3.connect(path) as raw:
-    assert raw.execute('SELECT source FROM preferences ORDER BY id').fetchall() == [
-        ('user',), ('synthetic',)]
-    assert [r[0] for r in raw.execute('SELECT version FROM schema_version')] == [1, 2]
-  raw.close()
-  fresh = FeedbackStore.for_workdir(str(tmp_path / 'fresh'))
-  fresh.close()
-  assert _columns(path) == _columns(tmp_path / 'fresh/feedback.db')
+  FeedbackStore(db_url).close()  # opening a current database again changes nothing
+  sources, versions = _sql(db_url, 'SELECT source FROM preferences ORDER BY id; '
+                                   'SELECT version FROM schema_version ORDER BY version')
+  assert sources == [('user',), ('synthetic',)] and versions == [(1,), (2,)]
+  expected = {name: sorted(c.name for c in t.columns)
+              for name, t in {**store_lib._T, 'schema_version': store_lib._SCHEMA_VERSION_T}.items()}  # pylint: disable=protected-access
+  assert _columns(db_url) == expected
 
 
-def test_failed_migration_rolls_back(tmp_path, monkeypatch):
-  path = tmp_path / 'feedback.db'
-  _make_v1(path)
+def test_concurrent_first_opens_migrate_once(db_url):
+  """Replicas starting together on an empty database: one migrates, the others wait."""
+  barrier, stores, errors = threading.Barrier(4), [], []
+
+  def open_store():
+    barrier.wait()
+    try:
+      stores.append(FeedbackStore(db_url))
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(repr(e))
+
+  threads = [threading.Thread(target=open_store) for _ in range(4)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert errors == [] and len(stores) == 4
+  stores[0].record_generation(_record('cmpl-1'))
+  assert [s.stats()['generations'] for s in stores] == [1] * 4
+  for s in stores:
+    s.close()
+  assert _sql(db_url, 'SELECT version FROM schema_version ORDER BY version') == [[(1,), (2,)]]
+
+
+def test_failed_migration_rolls_back(db_url, monkeypatch):
+  _make_v1(db_url)
 
   def broken(conn):
     store_lib._migrate_to_2(conn)  # pylint: disable=protected-access
@@ -310,19 +394,16 @@ def test_failed_migration_rolls_back(tmp_path, monkeypatch):
 
   monkeypatch.setattr(store_lib, '_MIGRATIONS', [store_lib._migrate_to_1, broken])  # pylint: disable=protected-access
   with pytest.raises(RuntimeError, match='disk on fire'):
-    FeedbackStore(f'sqlite:///{path}')
-  cols = _columns(path)
+    FeedbackStore(db_url)
+  cols = _columns(db_url)
   assert 'review_items' not in cols and 'source' not in cols['preferences']
   monkeypatch.undo()
-  with FeedbackStore(f'sqlite:///{path}') as store:
+  with FeedbackStore(db_url) as store:
     assert store.schema_version() == 2 and store.stats()['preferences'] == 1
 
 
-def test_newer_database_is_refused(tmp_path):
-  path = tmp_path / 'feedback.db'
-  FeedbackStore(f'sqlite:///{path}').close()
-  with sqlite3.connect(path) as raw:
-    raw.execute('INSERT INTO schema_version VALUES (3, 2.0)')
-  raw.close()
+def test_newer_database_is_refused(db_url):
+  FeedbackStore(db_url).close()
+  _sql(db_url, 'INSERT INTO schema_version VALUES (3, 2.0)')
   with pytest.raises(SchemaError, match='schema version 3, newer'):
-    FeedbackStore(f'sqlite:///{path}')
+    FeedbackStore(db_url)
