@@ -113,6 +113,15 @@ def validate_groups(groups: Any, what: str = 'groups') -> dict[str, dict[str, li
   return out
 
 
+def match_case(term: str, like: str) -> str:
+  """`term` in the case of `like`: 'SHE' -> upper, 'She' -> first letter upper, else as is."""
+  if like.isupper() and len(like) > 1:
+    return term.upper()
+  if like[:1].isupper():
+    return term[:1].upper() + term[1:]
+  return term
+
+
 def load_groups(path: str) -> dict[str, dict[str, list[str]]]:
   """Identity-term groups from a JSON file {group: {category: [terms]}}."""
   if not os.path.isfile(path):
@@ -313,17 +322,19 @@ def _minhash(hashes: np.ndarray, offsets: np.ndarray, num_perm: int, seed: int =
   return sig
 
 
-def duplicate_stats(docs: Sequence[str], *, near_threshold: float = 0.8, shingle: int = 5,
-                    num_perm: int = 64, bands: int = 16, max_bucket: int = 50,
-                    num_examples: int = 5) -> dict[str, Any]:
-  """Exact and near-duplicate rates: the fraction of docs a dedup pass would drop."""
+def duplicate_clusters(docs: Sequence[str], *, near_threshold: float = 0.8, shingle: int = 5,
+                       num_perm: int = 64, bands: int = 16, max_bucket: int = 50,
+                       num_examples: int = 5) -> dict[str, Any]:
+  """Clusters of exact and near-duplicate docs: {'exact_first': [n], 'first': [n] (the
+  index of the first doc of each doc's exact / near cluster; a dedup pass keeps the docs
+  with first[i] == i), 'near_pairs_verified', 'examples'}. Near: MinHash + LSH candidates,
+  verified by exact shingle Jaccard >= near_threshold, clusters joined transitively."""
   n = len(docs)
   norm = [_normalise(d) for d in docs]
   first: dict[str, int] = {}
   rep = np.empty(n, np.int64)
   for i, d in enumerate(norm):
     rep[i] = first.setdefault(d, i)
-  exact_dups = int((rep != np.arange(n)).sum())
   uniq = np.unique(rep)  # representatives, in order
   uf = _UnionFind(n)
   for i in range(n):
@@ -362,19 +373,32 @@ def duplicate_stats(docs: Sequence[str], *, near_threshold: float = 0.8, shingle
             if len(examples) < num_examples:
               examples.append({'jaccard': round(float(jac), 3), 'a': docs[uniq[x]][:200],
                                'b': docs[uniq[y]][:200]})
-  roots = np.asarray([uf.find(i) for i in range(n)])
-  near_dups = int((roots != np.arange(n)).sum())
+  roots = np.asarray([uf.find(i) for i in range(n)], np.int64)
+  return {'exact_first': rep, 'first': roots, 'near_pairs_verified': verified,
+          'examples': examples}
+
+
+def duplicate_stats(docs: Sequence[str], *, near_threshold: float = 0.8, shingle: int = 5,
+                    num_perm: int = 64, bands: int = 16, max_bucket: int = 50,
+                    num_examples: int = 5) -> dict[str, Any]:
+  """Exact and near-duplicate rates: the fraction of docs a dedup pass would drop."""
+  n = len(docs)
+  c = duplicate_clusters(docs, near_threshold=near_threshold, shingle=shingle,
+                         num_perm=num_perm, bands=bands, max_bucket=max_bucket,
+                         num_examples=num_examples)
+  exact_dups = int((c['exact_first'] != np.arange(n)).sum())
+  near_dups = int((c['first'] != np.arange(n)).sum())
   return {
       'num_docs': n,
       'exact_duplicates': exact_dups,
       'exact_duplicate_rate': exact_dups / n if n else 0.0,
       'near_duplicates': near_dups,
       'near_duplicate_rate': near_dups / n if n else 0.0,
-      'near_pairs_verified': verified,
+      'near_pairs_verified': c['near_pairs_verified'],
       'method': (f'exact: lower-cased, whitespace-collapsed text; near: MinHash ({num_perm} '
                  f'hashes, {bands} LSH bands) over char {shingle}-grams, pairs verified by '
                  f'exact shingle Jaccard >= {near_threshold}; near includes exact'),
-      'examples': examples,
+      'examples': c['examples'],
   }
 
 
