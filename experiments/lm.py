@@ -38,6 +38,7 @@ from genai.models.transformer import Transformer
 from genai.objectives import dpo
 from genai.objectives import lm_objectives
 from genai.parallel import mesh as mesh_lib
+from genai.safety import mitigation
 from genai.sample.decode import generate
 from genai.train import cli
 from genai.train import gradients
@@ -111,6 +112,7 @@ class Data:
 def _load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models, Data]:
   block, source, path = config.data.block_size, config.data.source, config.data.path
   local_batch = mesh_lib.local_batch_size(config.train.batch_size)
+  mitigation.check_source(config.data)
   if source in ('sft_jsonl', 'dpo_jsonl'):  # rows: prompt/response, or preference pairs
     if source == 'dpo_jsonl' and not config.model.get('init_from'):
       raise ValueError("data.source='dpo_jsonl' needs model.init_from (the policy to improve "
@@ -137,6 +139,8 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models,
         num_workers=config.data.get('num_workers', 0), prefetch=config.data.get('prefetch', 0))
     return models, Data(train_iter, val, info.prompt, info.chars_per_token)
   text = text_sources.load_text(config.data)
+  parts = mitigation.mitigate_corpus(text, config.data, workdir)  # (train, val) or None
+  text = ''.join(parts) if parts else text
   models = resolve_model(config, workdir, text)
   tok = models.tokenizer
   tokens = tok.encode(text)
@@ -146,7 +150,8 @@ def _load_data(config: ml_collections.ConfigDict, workdir: str) -> tuple[Models,
         f'({len(text)} characters), shorter than one window of data.block_size + 1 = '
         f'{block + 1} tokens', 'use more text or a smaller data.block_size')
   train_tokens, val_tokens = sequences.split_train_val(
-      tokens, config.data.val_fraction, block_size=block)
+      tokens, config.data.val_fraction, block_size=block,
+      n_train=len(tok.encode(parts[0])) if parts else None)
   train_iter = sequences.make_train_iterator(
       train_tokens, block_size=block, batch_size=local_batch,
       stride=config.data.get('stride') or block, seed=config.seed)

@@ -40,6 +40,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.val_fraction = 0.1
   c.data.block_size = 64
   c.data.stride = 1                   # 1 = every window (random offsets); block_size = packed
+  # Bias mitigation of the training text, once before tokenization (embedded/files/tfds; the
+  # held-out tail stays as it is): genai/safety/mitigation.py, docs/safety.md. Off by default.
+  c.data.mitigation = ml_collections.ConfigDict(dict(
+      split='paragraphs',             # documents: 'paragraphs' | 'lines' | 'file'
+      dedup=False, dedup_threshold=0.8,  # drop near duplicates (char 5-gram Jaccard >= this)
+      rebalance='', rebalance_strategy='balanced', rebalance_max_weight=0.0,  # by 'gender' ...
+      cda='', cda_mode='augment', cda_probability=0.5,  # swap list 'gender' or a TSV file
+      groups='', seed=0))             # identity groups JSON ('' = the audit's defaults)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.name = 'char'           # 'char' | 'sentencepiece' | 'gpt2_bpe' | 'hf'

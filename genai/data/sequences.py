@@ -13,9 +13,10 @@ Batch = dict[str, np.ndarray]
 
 
 def split_train_val(tokens: np.ndarray, val_fraction: float, *,
-                    block_size: int | None = None
+                    block_size: int | None = None, n_train: int | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-  """Splits off the last `val_fraction` of `tokens` as validation (nanoGPT).
+  """Splits off the last `val_fraction` of `tokens` as validation (nanoGPT), or
+  everything after the first `n_train` tokens when that is given.
 
   With `block_size`, both parts must hold at least one window of
   block_size + 1 tokens (validation only when val_fraction > 0).
@@ -25,7 +26,8 @@ def split_train_val(tokens: np.ndarray, val_fraction: float, *,
         f'data.val_fraction={val_fraction} must be in [0, 1); e.g. 0.1 keeps '
         'the last 10% of tokens for validation.')
   tokens = np.asarray(tokens)
-  n_train = int(len(tokens) * (1.0 - val_fraction))
+  if n_train is None:
+    n_train = int(len(tokens) * (1.0 - val_fraction))
   train, val = tokens[:n_train], tokens[n_train:]
   if block_size is not None:
     need = block_size + 1

@@ -19,9 +19,10 @@ experiments.lm.train_and_evaluate); evaluation reads workdirs with genai.familie
  2. Stages, each from the previous one's result (the first from the current model,
     `model.init_from='workdir:CURRENT'`, with the current run's config):
     'continue' on the fresh text (--steps; lines the tokenizer cannot read, e.g.
-    characters a char model never saw, are dropped and counted), 'sft' on at least
-    --min_sft_rows accepted or edited responses (loss on the responses only), 'dpo' on at
-    least --min_pairs preference pairs (the stage's starting weights are the frozen
+    characters a char model never saw, are dropped and counted; --mitigation, else the
+    served run's data.mitigation, mitigates it: genai/safety/mitigation.py), 'sft' on at
+    least --min_sft_rows accepted or edited responses (loss on the responses only), 'dpo' on
+    at least --min_pairs preference pairs (the stage's starting weights are the frozen
     reference; plus --dpo_sft_weight x the chosen responses' NLL).
  3. Evaluate candidate and current on the fixed held-out text (mean next-token loss) and on
     safety checks over sampled continuations of fixed prompts: the moderation rate
@@ -49,9 +50,11 @@ from genai.data import tokenizers
 from genai.families import lm
 from genai.feedback.registry import Registry
 from genai.sample.decode import generate
+from genai.safety import mitigation
 from genai.train import workdir as workdir_lib
 
 HELDOUT = 'heldout.txt'
+_MITIGATION_OFF = {'dedup': False, 'rebalance': '', 'cda': ''}
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]  # (config, workdir) -> final state
 
 
@@ -75,6 +78,9 @@ class RetrainOptions:
   moderation: str = ''            # moderation config JSON (genai.safety); '' = default rules
   audit_gate: str = ''            # bias-audit thresholds, JSON text or file, e.g.
                                   # '{"max_mean_abs_loglik_gap_increase": 0.5}'; '' = off
+  mitigation: str = ''            # bias mitigation of the fresh text (stage 1), JSON text or
+                                  # file of data.mitigation fields, e.g. '{"cda": "gender",
+                                  # "dedup": true}'; '' = the served run's data.mitigation
   safety_gate: Callable[[str, str], tuple[bool, list[str], dict]] | None = None  # (cand, cur)
 
 
@@ -146,6 +152,8 @@ def _stage_config(base: ml_collections.ConfigDict, init_workdir: str, num_steps:
     c.dpo.sft_weight = 0.0
   if 'objective' not in c:  # a run saved before config.objective existed
     c.objective = ''
+  if 'mitigation' not in c.data:  # a run saved before data.mitigation existed
+    c.data.mitigation = dataclasses.asdict(mitigation.Mitigation())
   c.lock()  # a misspelt field below is an error, not a silently ignored new key
   c.model.init_from = f'workdir:{init_workdir}'
   c.optimizer.learning_rate = lr
@@ -181,11 +189,14 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
     c = _stage_config(base, start, opts.steps, opts.lr)
     c.objective, c.data.source, c.data.path = 'next_token', 'files', os.path.join(out, 'fresh.txt')
     c.data.val_fraction = 0.05
+    if opts.mitigation:  # else the served run's own data.mitigation
+      c.data.mitigation.update(dataclasses.asdict(mitigation.parse(opts.mitigation)))
     train_fn(c, os.path.join(out, 'stage1'))
     start, stages = os.path.join(out, 'stage1'), ['continue']
   if data['sft_rows'] >= opts.min_sft_rows:  # loss on the accepted/edited responses only
     c = _stage_config(base, start, opts.sft_steps, opts.lr)
     c.objective, c.data.source, c.data.path = 'sft', 'sft_jsonl', os.path.join(out, 'sft.jsonl')
+    c.data.mitigation.update(_MITIGATION_OFF)  # it acts on text corpora, not on rows
     c.data.val_fraction = 0.0
     c.train.batch_size = min(c.train.batch_size, data['sft_rows'])
     train_fn(c, os.path.join(out, 'stage_sft'))
@@ -193,6 +204,7 @@ def train_stages(cur: dict[str, Any], data: dict[str, Any], opts: RetrainOptions
   if data['dpo_pairs'] >= opts.min_pairs:
     c = _stage_config(base, start, opts.dpo_steps, opts.lr)
     c.objective, c.data.source, c.data.path = 'dpo', 'dpo_jsonl', os.path.join(out, 'pairs.jsonl')
+    c.data.mitigation.update(_MITIGATION_OFF)
     c.data.val_fraction = 0.0
     c.dpo.beta = opts.dpo_beta
     c.dpo.sft_weight = opts.dpo_sft_weight
@@ -270,6 +282,7 @@ def decide(cand: dict[str, Any], cur: dict[str, Any], opts: RetrainOptions,
 def run(root: str, opts: RetrainOptions, train_fn: TrainFn) -> dict[str, Any]:
   """One retraining round, its stages trained with `train_fn(config, workdir)`; returns the
   registry entry it made (or {'skipped': reason})."""
+  mitigation.parse(opts.mitigation)  # a bad --mitigation fails before anything is trained
   reg = Registry(root)
   cur = reg.current()
   heldout_path = os.path.join(reg.root, HELDOUT)
