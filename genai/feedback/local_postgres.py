@@ -17,6 +17,7 @@ package creates) through `runuser`.
 """
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -217,6 +218,31 @@ def _alive(pid: int) -> bool:
       return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
   except OSError:
     return False
+
+
+def missing() -> str | None:
+  """Why a local server cannot run here (no binaries, no psycopg driver), or None."""
+  if find_bin() is None:
+    return 'PostgreSQL is not installed (apt-get install postgresql)'
+  try:
+    import psycopg  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return 'the psycopg driver is missing: pip install -e ".[feedback]"'
+  return None
+
+
+_SHARED: LocalPostgres | None = None
+
+
+def shared() -> LocalPostgres:
+  """One started server for this process (tests, benchmarks), closed when it exits."""
+  global _SHARED
+  if _SHARED is None or not os.path.isdir(_SHARED.data):
+    _SHARED = LocalPostgres().start()
+    atexit.register(_SHARED.close)
+  elif not _SHARED.running():
+    _SHARED.start()
+  return _SHARED
 
 
 def main() -> None:

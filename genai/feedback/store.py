@@ -191,16 +191,13 @@ class FeedbackStore:
     self._sqlite = url.startswith('sqlite')
     self._schema_ok = False
     self._schema_lock = threading.Lock()
-    if self._sqlite:
-      self._engine = sa.create_engine(url, connect_args={'timeout': _BUSY_TIMEOUT_S})
-      sa.event.listen(self._engine, 'connect', _sqlite_connect)
-      sa.event.listen(self._engine, 'begin', _sqlite_begin)
-    else:
-      parsed = sa.make_url(url)
-      connect_args = ({} if 'connect_timeout' in parsed.query or
-                      not parsed.drivername.startswith('postgresql')
-                      else {'connect_timeout': _CONNECT_TIMEOUT_S})
-      self._engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    try:
+      self._engine = self._create_engine(url)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+      shown = url.split('://', 1)[0] + '://...' if '://' in url else url[:40]  # no password
+      raise ValueError(f'feedback database URL {shown!r} is not one SQLAlchemy can '
+                       f'open ({type(e).__name__}); give sqlite:////abs/path/feedback.db or '
+                       'postgresql+psycopg://user:password@host:5432/dbname') from None
     if lazy:
       return
     try:
@@ -208,6 +205,18 @@ class FeedbackStore:
     except BaseException:
       self._engine.dispose()
       raise
+
+  def _create_engine(self, url: str) -> sa.Engine:
+    if self._sqlite:
+      engine = sa.create_engine(url, connect_args={'timeout': _BUSY_TIMEOUT_S})
+      sa.event.listen(engine, 'connect', _sqlite_connect)
+      sa.event.listen(engine, 'begin', _sqlite_begin)
+      return engine
+    parsed = sa.make_url(url)
+    connect_args = ({} if 'connect_timeout' in parsed.query or
+                    not parsed.drivername.startswith('postgresql')
+                    else {'connect_timeout': _CONNECT_TIMEOUT_S})
+    return sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
   @classmethod
   def for_workdir(cls, workdir: str) -> FeedbackStore:

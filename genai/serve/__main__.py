@@ -44,8 +44,11 @@ flags.DEFINE_string('moderation', '', "Output moderation (genai.safety.moderatio
                     'classifier; flagged outputs are queued for review with --feedback.')
 flags.DEFINE_bool('feedback', False, 'Record every generation and accept feedback (the web '
                   'page at /, /v1/feedback*, /v1/review) in --feedback_db.')
-flags.DEFINE_string('feedback_db', '', 'SQLAlchemy URL of the feedback store; default '
-                    'sqlite in the --registry root or the --workdir (feedback.db).')
+flags.DEFINE_string('feedback_db', '', 'SQLAlchemy URL of the feedback store, e.g. '
+                    'postgresql+psycopg://user:password@host:5432/feedback shared by replicas; '
+                    'also read from GENAI_FEEDBACK_DB (keeps a password out of the process '
+                    'list). Default: sqlite in the --registry root or the --workdir '
+                    '(feedback.db).')
 
 
 def build(f) -> tuple:
@@ -80,12 +83,19 @@ def build(f) -> tuple:
     engine.warmup()
     engine.start()
   store = None
-  if f.feedback or f.feedback_db:
-    from genai.feedback.store import FeedbackStore  # pylint: disable=import-outside-toplevel
-    if f.feedback_db:
-      store = FeedbackStore(f.feedback_db)
+  feedback_db = f.feedback_db or os.environ.get('GENAI_FEEDBACK_DB', '')
+  if f.feedback or feedback_db:
+    from genai.feedback import store as store_lib  # pylint: disable=import-outside-toplevel
+    if feedback_db:
+      # Lazy: a replica may start before its database; /readyz says 503 until it answers.
+      store = store_lib.FeedbackStore(feedback_db, lazy=True)
+      try:
+        store.ping()
+      except store_lib.StoreUnavailable as e:
+        logging.warning('%s; serving anyway: /readyz and the routes that need it answer 503 '
+                        'until it is back', e)
     elif f.registry or f.workdir:
-      store = FeedbackStore.for_workdir(f.registry or f.workdir)
+      store = store_lib.FeedbackStore.for_workdir(f.registry or f.workdir)
     else:
       raise ValueError('--feedback with --pretrained needs --feedback_db (where to keep it).')
   output_filter = None
@@ -108,7 +118,7 @@ def main(argv):
   del argv
   from genai import _extras  # pylint: disable=import-outside-toplevel
   _extras.require('serve', 'genai.serve')  # one line naming the extra, before any loading
-  if flags.FLAGS.feedback or flags.FLAGS.feedback_db:
+  if flags.FLAGS.feedback or flags.FLAGS.feedback_db or os.environ.get('GENAI_FEEDBACK_DB'):
     _extras.require('feedback', 'genai.serve --feedback')
   import uvicorn  # pylint: disable=import-outside-toplevel
   application, engine, reloader = build(flags.FLAGS)  # user errors: one line (genai.errors)

@@ -2,6 +2,12 @@
 
 `make_app(served, ...)` serves one loaded model (genai/serve/models.py). Text requests go
 to the continuous-batching `Engine`; image requests run one at a time in a worker thread.
+`/healthz` is liveness (the process and its decode engine), `/readyz` readiness (also the
+feedback database, when there is one): a load balancer sends traffic to the replicas whose
+/readyz answers 200. With a `feedback_store`, a generation is answered only once it is
+recorded (so every id a client gets can be rated): while the database is unavailable, text
+and feedback routes answer 503 with one line naming the cause (`StoreUnavailable`), and
+work again when it is back.
 Hooks for the responsible-AI and feedback parts (or pass `feedback_store=`):
   output_filter(text) -> FilterResult   applied to every generated text before it is sent
   on_generation(record: dict)           called once per served generation (id, version,
@@ -52,6 +58,11 @@ def _error_response(err: ApiError) -> responses.JSONResponse:
 
 
 _ERRORS = {code: {'model': schemas.ErrorResponse} for code in (400, 401, 404, 413, 422, 429, 503, 504)}
+
+
+def _unavailable(err: Exception) -> ApiError:
+  """The 503 of a feedback database that is unavailable (genai.feedback.store)."""
+  return ApiError(503, str(err), 'server_error', headers={'Retry-After': '5'})
 
 
 def _validation_message(err: RequestValidationError, content_type: str | None) -> ApiError:
@@ -123,13 +134,13 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
   rate = limits_lib.RateLimiter(limits.requests_per_minute)
   metrics = metrics_lib.ServerMetrics(engine, model.name, lambda: served.version)
   # With API keys, the schema and its two viewers need a key like every other route (they
-  # are added below, behind `authorize`): only /healthz answers without one.
+  # are added below, behind `authorize`): only /healthz and /readyz answer without one.
   keyed = bool(limits.api_keys)
   app = fastapi.FastAPI(
       title='genai', version='0.1.0',
       description=f'Serving {model.name} ({"text" if is_text else model.family}). '
       'OpenAI-compatible routes; every error body is {"error": {...}}.'
-      + (' Every route but /healthz (this schema and /docs, /redoc included) needs an API '
+      + (' Every route but /healthz and /readyz (this schema and /docs, /redoc included) needs an API '
          'key: "Authorization: Bearer <key>" or "X-API-Key: <key>".' if keyed else ''),
       docs_url=None if keyed else '/docs', redoc_url=None if keyed else '/redoc',
       openapi_url=None if keyed else '/openapi.json')
@@ -199,12 +210,30 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
       return fastapi_openapi.docs.get_redoc_html(openapi_url='/openapi.json',
                                                  title='genai - ReDoc')
 
+  app.state.store_errors = ()
+  if feedback_store is not None:
+    from genai.feedback.store import StoreUnavailable  # pylint: disable=import-outside-toplevel
+    app.state.store_errors = (StoreUnavailable,)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request, err: StoreUnavailable):
+      return _error_response(_unavailable(err))
+
   @app.get('/healthz', tags=['server'])
   def healthz() -> dict[str, Any]:
+    """Liveness: the process serves and its decode engine runs (not the database)."""
     engine_ok = engine is None or engine.error is None
     if not engine_ok:
       raise ApiError(503, f'the decode engine stopped: {engine.error!r}', 'server_error')
     return {'status': 'ok', 'model': model.name, 'version': served.version}
+
+  @app.get('/readyz', tags=['server'], responses={503: {'model': schemas.ErrorResponse}})
+  def readyz() -> dict[str, Any]:
+    """Readiness: live, and the feedback database (when there is one) answers now."""
+    out = healthz()
+    if feedback_store is not None:
+      feedback_store.ping()  # StoreUnavailable: the 503 above
+    return {**out, 'status': 'ready', 'feedback': None if feedback_store is None else 'ok'}
 
   @app.get('/v1/models', response_model=schemas.ModelList, responses=_ERRORS, tags=['server'])
   def list_models(_: str = fastapi.Depends(authorize)):
@@ -427,8 +456,12 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
           sent[i] = text if not blocked else sent[i]
           yield event(i, delta, finish)
         finishes[i] = finish
+      try:  # recorded before [DONE]: a client that saw [DONE] may rate the id
+        await record(kind, body, prompts, sent, finishes, reqs, flags)
+      except app.state.store_errors as e:  # the feedback database is down
+        err = _unavailable(e)
+        yield f'data: {_json({"error": {"message": err.message, "type": err.type, "code": "503"}})}\n\n'
       yield 'data: [DONE]\n\n'
-      await record(kind, body, prompts, sent, finishes, reqs, flags)
     finally:  # the client went away, or we finished: free every slot
       for t in tasks:
         t.cancel()

@@ -18,6 +18,9 @@ import sqlalchemy as sa
 
 from genai.feedback import store as store_lib
 from genai.feedback.store import FeedbackStore, SchemaError
+from pg_fixtures import new_database
+# The fixtures (pytest finds them in this module's namespace):
+from pg_fixtures import db_url, pg_server  # pylint: disable=unused-import
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -234,7 +237,6 @@ def test_acknowledged_rows_survive_sigkill_of_the_database_server(pg_server):
   """PostgreSQL with its durable defaults: SIGKILL of the server and all its processes
   (no shutdown checkpoint) while a client writes; after crash recovery every row the
   client had acknowledged is there."""
-  from conftest import new_database  # pylint: disable=g-import-not-at-top
   url = new_database(pg_server)
   assert pg_server.psql('SHOW fsync') == 'on'
   assert pg_server.psql('SHOW synchronous_commit') == 'on'

@@ -10,6 +10,9 @@ import pytest
 
 from genai.feedback import store as store_lib
 from genai.feedback.store import FeedbackStore, StoreUnavailable
+from pg_fixtures import new_database
+# The fixture (pytest finds it in this module's namespace):
+from pg_fixtures import pg_server  # pylint: disable=unused-import
 
 
 def _record(gid: str) -> dict:
@@ -29,7 +32,6 @@ def _all_calls_unavailable(store: FeedbackStore, match: str) -> None:
 
 
 def test_postgres_down_then_back(pg_server):
-  from conftest import new_database  # pylint: disable=g-import-not-at-top
   url = new_database(pg_server)
   store = FeedbackStore(url)
   try:
