@@ -55,24 +55,28 @@ def sample_token(logits_BV: jax.Array, rng: jax.Array, temperature: float | jax.
   return jax.lax.cond(jnp.asarray(temperature) > 0, sample, greedy, logits_BV)
 
 
-@functools.partial(jax.jit, static_argnames=('model', 'num_steps', 'top_k'))
+@functools.partial(jax.jit, static_argnames=('model', 'num_steps', 'top_k', 'num_choices'))
 def _decode_chunk(model: Transformer, params, context_BP: jax.Array, rng: jax.Array,
-                  temperature: jax.Array, top_p: jax.Array, *, num_steps: int, top_k: int):
-  """Prefills `context_BP` and samples `num_steps` tokens: [B, num_steps]."""
+                  temperature: jax.Array, top_p: jax.Array, *, num_steps: int, top_k: int,
+                  num_choices: int = 0):
+  """Prefills `context_BP` and samples `num_steps` tokens: [B, num_steps]; only ids below
+  `num_choices` when it is > 0 (the logits are cut to them before sampling)."""
   b, p = context_BP.shape
+  choices = num_choices or model.config.vocab_size
   cache = init_cache(model.config, b, p + num_steps, dtype=jnp.dtype(model.config.dtype))
   positions_BP = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
   logits_BPV, cache = model.apply({'params': params}, context_BP, positions_BT=positions_BP,
                                   cache=cache)
-  first_B = sample_token(logits_BPV[:, -1], jax.random.fold_in(rng, 0), temperature, top_k, top_p)
+  first_B = sample_token(logits_BPV[:, -1, :choices], jax.random.fold_in(rng, 0), temperature,
+                         top_k, top_p)
 
   def step(carry, i):
     token_B, cache = carry
     pos_B1 = jnp.full((b, 1), p + i, jnp.int32)
     logits_B1V, cache = model.apply({'params': params}, token_B[:, None], positions_BT=pos_B1,
                                     cache=cache)
-    nxt_B = sample_token(logits_B1V[:, 0], jax.random.fold_in(rng, i + 1), temperature, top_k,
-                         top_p)
+    nxt_B = sample_token(logits_B1V[:, 0, :choices], jax.random.fold_in(rng, i + 1), temperature,
+                         top_k, top_p)
     return (nxt_B, cache), nxt_B
 
   _, rest_NB = jax.lax.scan(step, (first_B, cache), jnp.arange(num_steps - 1))
@@ -80,8 +84,12 @@ def _decode_chunk(model: Transformer, params, context_BP: jax.Array, rng: jax.Ar
 
 
 def generate(model: Transformer, params, prompt_BP, *, num_tokens: int, rng: jax.Array,
-             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
-  """Returns the prompt followed by `num_tokens` sampled tokens: int32 [B, P + num_tokens]."""
+             temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+             num_choices: int = 0) -> np.ndarray:
+  """Returns the prompt followed by `num_tokens` sampled tokens: int32 [B, P + num_tokens].
+
+  `num_choices` > 0 samples only ids below it: a vocabulary whose upper ids only ever appear
+  in prompts (image_gpt's class tokens) never emits them."""
   prompt_BP = np.asarray(prompt_BP, np.int32)
   if prompt_BP.ndim != 2 or prompt_BP.shape[1] == 0:
     raise ValueError(f'prompt must be a non-empty [batch, length] array, got shape {prompt_BP.shape}.')
@@ -92,6 +100,9 @@ def generate(model: Transformer, params, prompt_BP, *, num_tokens: int, rng: jax
   if temperature < 0:
     raise ValueError(f'temperature must be >= 0 (0 = greedy), got {temperature}.')
   vocab = model.config.vocab_size
+  if not 0 <= num_choices <= vocab:
+    raise ValueError(f'num_choices must be in [0, {vocab}] (0 = all), got {num_choices}.')
+  vocab = num_choices or vocab
   if top_k < 0 or top_k > vocab:
     raise ValueError(f'top_k must be in [0, {vocab}] (0 = off), got {top_k}.')
   window = model.config.max_len
@@ -104,7 +115,8 @@ def generate(model: Transformer, params, prompt_BP, *, num_tokens: int, rng: jax
     context = out if out.shape[1] + remaining <= window else out[:, -min(out.shape[1], keep):]
     steps = min(remaining, window - context.shape[1]) if context is out else window - context.shape[1]
     new = _decode_chunk(model, params, jnp.asarray(context), jax.random.fold_in(rng, chunk),
-                        temperature, top_p, num_steps=steps, top_k=top_k)
+                        temperature, top_p, num_steps=steps, top_k=top_k,
+                        num_choices=num_choices)
     out = np.concatenate([out, np.asarray(new)[:, :remaining]], axis=1)
     chunk += 1
   return out
