@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server on this machine, for tests, benchmarks and trying replicas.
 
   with LocalPostgres() as pg:                 # initdb into a temp dir, start, wait
-    url = pg.create_database('feedback')      # 'postgresql+psycopg://genai:...@127.0.0.1:P/feedback'
+    url = pg.create_database('feedback')      # postgresql+psycopg://genai:...@127.0.0.1:P/feedback
     ...                                       # pg.stop() / pg.start(): the database goes away
   # stopped (pg_ctl stop -m fast) and its directory removed
 

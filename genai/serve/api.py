@@ -140,8 +140,9 @@ def make_app(model: TextModel | ImageModel, *, limits: limits_lib.Limits | None 
       title='genai', version='0.1.0',
       description=f'Serving {model.name} ({"text" if is_text else model.family}). '
       'OpenAI-compatible routes; every error body is {"error": {...}}.'
-      + (' Every route but /healthz and /readyz (this schema and /docs, /redoc included) needs an API '
-         'key: "Authorization: Bearer <key>" or "X-API-Key: <key>".' if keyed else ''),
+      + (' Every route but /healthz and /readyz (this schema and /docs, /redoc included) '
+         'needs an API key: "Authorization: Bearer <key>" or "X-API-Key: <key>".'
+         if keyed else ''),
       docs_url=None if keyed else '/docs', redoc_url=None if keyed else '/redoc',
       openapi_url=None if keyed else '/openapi.json')
   app.state.served = served
@@ -460,7 +461,8 @@ def _text_routes(app, served: _Served, limits, authorize, output_filter, on_gene
         await record(kind, body, prompts, sent, finishes, reqs, flags)
       except app.state.store_errors as e:  # the feedback database is down
         err = _unavailable(e)
-        yield f'data: {_json({"error": {"message": err.message, "type": err.type, "code": "503"}})}\n\n'
+        error = {'message': err.message, 'type': err.type, 'code': '503'}
+        yield f'data: {_json({"error": error})}\n\n'
       yield 'data: [DONE]\n\n'
     finally:  # the client went away, or we finished: free every slot
       for t in tasks:

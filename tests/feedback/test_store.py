@@ -358,8 +358,8 @@ def test_migrates_v1_database(db_url):
   sources, versions = _sql(db_url, 'SELECT source FROM preferences ORDER BY id; '
                                    'SELECT version FROM schema_version ORDER BY version')
   assert sources == [('user',), ('synthetic',)] and versions == [(1,), (2,)]
-  expected = {name: sorted(c.name for c in t.columns)
-              for name, t in {**store_lib._T, 'schema_version': store_lib._SCHEMA_VERSION_T}.items()}  # pylint: disable=protected-access
+  tables = {**store_lib._T, 'schema_version': store_lib._SCHEMA_VERSION_T}  # pylint: disable=protected-access
+  expected = {name: sorted(c.name for c in t.columns) for name, t in tables.items()}
   assert _columns(db_url) == expected
 
 
