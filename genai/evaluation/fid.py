@@ -83,11 +83,16 @@ def evaluate(samples: np.ndarray, samples_range: str | None, ref: ref_lib.Datase
              extractor: ref_lib.FeatureExtractor, *, ref_count: int = 0,
              kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3,
              is_splits: int = 10, max_features: int = 10_000, cache_dir: str | None = None,
-             use_cache: bool = True, print_fn=print) -> dict[str, Any]:
-  """Every metric of `samples` against `ref`, keys labelled by the extractor."""
-  stats = ref_lib.get_reference_stats(ref, extractor, count=ref_count,
-                                      max_features=max_features, cache_dir=cache_dir,
-                                      use_cache=use_cache, print_fn=print_fn)
+             use_cache: bool = True, print_fn=print, ref_stats: str | None = None
+             ) -> dict[str, Any]:
+  """Every metric of `samples` against `ref`, keys labelled by the extractor. `ref_stats`:
+  a stats file to use instead of the cache, refused unless its provenance matches."""
+  if ref_stats:
+    stats = ref_lib.load_stats_file(ref_stats, ref, extractor, count=ref_count)
+  else:
+    stats = ref_lib.get_reference_stats(ref, extractor, count=ref_count,
+                                        max_features=max_features, cache_dir=cache_dir,
+                                        use_cache=use_cache, print_fn=print_fn)
   t0 = time.perf_counter()
   out = ref_lib.compute_features(extractor, samples, samples_range)
   seconds = time.perf_counter() - t0
@@ -148,6 +153,8 @@ def define_flags() -> None:
   flags.DEFINE_string('cache_dir', '', 'Reference-stats cache (default $GENAI_CACHE_DIR/'
                       'ref_stats or ~/.cache/genai/ref_stats).')
   flags.DEFINE_bool('no_cache', False, 'Recompute the reference statistics, write nothing.')
+  flags.DEFINE_string('ref_stats', '', 'A reference-stats .npz to use (refused unless its '
+                      'provenance, images/network/resize, matches --ref and --features).')
   flags.DEFINE_string('output', '', 'Also write the JSON to this file.')
 
 
@@ -171,7 +178,7 @@ def main(argv):
   result = evaluate(samples, samples_range, ref, extractor, ref_count=f.ref_count,
                     kid_subsets=f.kid_subsets, kid_subset_size=f.kid_subset_size,
                     pr_k=f.pr_k, is_splits=f.is_splits, cache_dir=f.cache_dir or None,
-                    use_cache=not f.no_cache, print_fn=log)
+                    use_cache=not f.no_cache, print_fn=log, ref_stats=f.ref_stats or None)
   text = json.dumps(result, indent=2)
   print(text)
   if f.output:

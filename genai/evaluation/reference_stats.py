@@ -17,6 +17,14 @@ in float32 for KID and precision/recall) are cached as one .npz per (dataset, sp
 image size, extractor, weights hash) under $GENAI_CACHE_DIR/ref_stats (default
 ~/.cache/genai/ref_stats). Those keys are in the file name and in the file's metadata; a
 file is reused only when every key matches, and recomputed otherwise.
+
+Provenance: beside each .npz a .json (and the same record inside the .npz) says which images
+(dataset, split, count, shape and the SHA-256 of their uint8 bytes), which network (extractor,
+weights hash, feature layer and width) and which resizes (the dataset's own resize to
+image_size, the network's input resize) made the statistics. A cached file whose provenance
+does not match what this evaluation would compute (the images at that path changed, another
+resize, other weights) is refused with an error, never silently used; so is a stats file
+given by hand (`load_stats_file`, `--ref_stats`) whose provenance does not match.
 """
 from __future__ import annotations
 
@@ -31,12 +39,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genai import errors
 from genai.data import images as images_lib
 from genai.evaluation import image_metrics
 
 FeatureFn = Callable[..., dict[str, np.ndarray]]
 CACHE_ENV = 'GENAI_CACHE_DIR'
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: provenance (images hash, network, resizes) stored and checked
 
 
 # ---------------------------------------------------------------- extractors.
@@ -48,6 +57,8 @@ class FeatureExtractor:
   name: str            # 'inception' | 'domain:<absolute workdir>'
   weights_hash: str
   fn: FeatureFn
+  layer: str = ''       # which features, for provenance ('pool3', 'penultimate')
+  input_resize: str = ''  # how the network resizes its input, for provenance
 
   @property
   def is_domain(self) -> bool:
@@ -55,6 +66,11 @@ class FeatureExtractor:
 
   def key(self, metric: str) -> str:
     return metric_key(metric, self.is_domain)
+
+
+# What genai/evaluation/inception.py's preprocess does to every image (its docstring).
+INCEPTION_RESIZE = ('to [0, 255], rounded to 8 bits; TF1 resize_bilinear (align_corners=False, '
+                    'no antialiasing) to 299x299; (x - 128) / 128; grey repeated to RGB')
 
 
 def metric_key(metric: str, domain: bool) -> str:
@@ -76,7 +92,8 @@ def load_extractor(spec: str = 'inception', *, inception_weights: str | None = N
     from genai.evaluation import inception_weights as weights_lib
     params, weights_hash = weights_lib.load_inception_params(inception_weights or None)
     return FeatureExtractor('inception', weights_hash,
-                            inception.make_feature_fn(params, batch_size=batch_size))
+                            inception.make_feature_fn(params, batch_size=batch_size),
+                            layer='pool3 (2048)', input_resize=INCEPTION_RESIZE)
   if spec.startswith('domain:'):
     from genai.families import classifier  # pylint: disable=import-outside-toplevel
     workdir = spec[len('domain:'):]
@@ -85,7 +102,8 @@ def load_extractor(spec: str = 'inception', *, inception_weights: str | None = N
                        '(train one with python -m experiments.classifier).')
     trained = classifier.load_classifier(workdir)
     return FeatureExtractor(f'domain:{trained.workdir}', trained.weights_hash,
-                            classifier.make_feature_fn(trained, batch_size=max(batch_size, 500)))
+                            classifier.make_feature_fn(trained, batch_size=max(batch_size, 500)),
+                            layer='penultimate', input_resize='none (the classifier input)')
   raise ValueError(f'features={spec!r} is not a feature extractor; use "inception" or '
                    '"domain:WORKDIR" (a classifier trained by experiments/classifier.py).')
 
@@ -248,41 +266,117 @@ def compute_stats(extractor: FeatureExtractor, images: np.ndarray, *,
   return mu, sigma, feats.astype(np.float32)
 
 
+def images_sha256(images: np.ndarray) -> str:
+  """SHA-256 of the images' uint8 bytes and shape: which images, exactly."""
+  x = np.ascontiguousarray(np.asarray(images))
+  h = hashlib.sha256(f'{x.dtype.str}{list(x.shape)}'.encode())
+  h.update(x.tobytes())
+  return h.hexdigest()
+
+
+def provenance(ref: DatasetRef, images: np.ndarray, extractor: FeatureExtractor
+               ) -> dict[str, Any]:
+  """Which images, which network, which resizes made a set of reference statistics."""
+  return {
+      'images': {'dataset': ref.key, 'split': ref.split, 'count': int(len(images)),
+                 'which': f'the first {len(images)} of the split, in file order',
+                 'shape': [int(d) for d in images.shape[1:]], 'dtype': str(images.dtype),
+                 'sha256': images_sha256(images)},
+      'network': {'extractor': extractor.name, 'weights_sha256': extractor.weights_hash,
+                  'layer': extractor.layer},
+      'resize': {'dataset': (f'images.preprocess to {ref.image_size}x{ref.image_size}, '
+                             'rounded to uint8') if ref.image_size else 'none (native size)',
+                 'network_input': extractor.input_resize},
+  }
+
+
+class ReferenceStatsMismatch(errors.UserError, ValueError):
+  """Reference statistics made from other images, network or resize than this evaluation's."""
+
+
+def _differences(have: dict[str, Any], want: dict[str, Any], prefix: str = '') -> list[str]:
+  out = []
+  for k in sorted(set(have) | set(want)):
+    a, b = have.get(k), want.get(k)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, f'{prefix}{k}.')
+    elif a != b:
+      out.append(f'{prefix}{k}: file {a!r}, evaluation {b!r}')
+  return out
+
+
+def check_provenance(stats: ReferenceStats, want: dict[str, Any]) -> None:
+  """Raises ReferenceStatsMismatch unless `stats` were made exactly as `want` says."""
+  have = stats.meta.get('provenance')
+  if not have:
+    raise ReferenceStatsMismatch(
+        f'reference stats {stats.path} carry no provenance (written before format '
+        f'{FORMAT_VERSION})', 'delete the file (it is recomputed and cached on the next run)')
+  diff = _differences(have, want)
+  if diff:
+    raise ReferenceStatsMismatch(
+        f'reference stats {stats.path} do not match this evaluation: ' + '; '.join(diff[:4]),
+        'use the statistics of these images, network and resize, or delete the file so '
+        'they are recomputed (or pass --no_cache)')
+
+
+def _write(path: Path, stats: ReferenceStats) -> None:
+  """The .npz (atomic) and its provenance .json beside it."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f'.{path.name}.{os.getpid()}.tmp.npz'
+  np.savez(tmp, mu=stats.mu, sigma=stats.sigma, features=stats.features,
+           meta=np.array(json.dumps(stats.meta)))
+  os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache file.
+  side = path.with_suffix('.json')
+  tmp = path.parent / f'.{side.name}.{os.getpid()}.tmp'
+  tmp.write_text(json.dumps(stats.meta, indent=1, sort_keys=True) + '\n')
+  os.replace(tmp, side)
+  stats.path = str(path)
+
+
+def load_stats_file(path: str | os.PathLike, ref: DatasetRef, extractor: FeatureExtractor, *,
+                    count: int = 0) -> ReferenceStats:
+  """A reference-stats .npz given by hand, refused unless its provenance matches `ref`
+  (its first `count` images, 0 = all) under `extractor`."""
+  stats = _read(Path(path))
+  if stats is None:
+    raise FileNotFoundError(f'--ref_stats {path!r} is not a readable reference-stats .npz; '
+                            'give a file written by genai.evaluation (or omit --ref_stats).')
+  images = load_reference_images(ref, count)
+  check_provenance(stats, provenance(ref, images, extractor))
+  return stats
+
+
 def get_reference_stats(ref: DatasetRef, extractor: FeatureExtractor, *, count: int = 0,
                         max_features: int = 10_000, cache_dir: str | os.PathLike | None = None,
                         use_cache: bool = True, print_fn: Callable[[str], None] = print
                         ) -> ReferenceStats:
   """Cached statistics of `ref` under `extractor`; computed and saved on a miss.
 
-  `count`: the first `count` images of the split (0 = all).
+  `count`: the first `count` images of the split (0 = all). The images are always read (a
+  few seconds for MNIST) to check a cached file's provenance against them: a cached file
+  made from other images or with another resize or network raises ReferenceStatsMismatch.
   """
-  images = None
-  n = count
-  if not n:  # The cache key holds the actual count; finding it needs the split's length.
-    images = load_reference_images(ref, 0)
-    n = len(images)
-  meta = {'version': FORMAT_VERSION, 'dataset': ref.key, 'split': ref.split, 'count': int(n),
-          'image_size': int(ref.image_size), 'extractor': extractor.name,
-          'weights_hash': extractor.weights_hash, 'max_features': int(max_features)}
+  images = load_reference_images(ref, count)
+  meta = {'version': FORMAT_VERSION, 'dataset': ref.key, 'split': ref.split,
+          'count': int(len(images)), 'image_size': int(ref.image_size),
+          'extractor': extractor.name, 'weights_hash': extractor.weights_hash,
+          'max_features': int(max_features)}
   folder, name = cache_path(meta, cache_dir)
   path = folder / name
+  want = provenance(ref, images, extractor)
   if use_cache and path.exists():
     cached = _read(path)
-    if cached is not None and cached.meta == meta:
+    if cached is not None and {k: v for k, v in cached.meta.items() if k != 'provenance'} == meta:
+      check_provenance(cached, want)
       return cached
     print_fn(f'reference stats {path} do not match {meta}; recomputing.')
-  if images is None:
-    images = load_reference_images(ref, count)
   print_fn(f'computing reference stats: {ref.key} {ref.split} ({len(images)} images) with '
            f'{extractor.name} ...')
   mu, sigma, feats = compute_stats(extractor, images, max_features=max_features,
                                    name=f'reference {ref.key}:{ref.split}')
-  stats = ReferenceStats(mu, sigma, feats, meta)
+  stats = ReferenceStats(mu, sigma, feats, {**meta, 'provenance': want})
   if use_cache:
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f'.{name}.{os.getpid()}.tmp.npz'
-    np.savez(tmp, mu=mu, sigma=sigma, features=feats, meta=np.array(json.dumps(meta)))
-    os.replace(tmp, path)  # Atomic: a killed run never leaves a half-written cache file.
-    stats.path = str(path)
-    print_fn(f'saved reference stats to {path}')
+    _write(path, stats)
+    print_fn(f'saved reference stats to {path} (provenance: {path.with_suffix(".json")})')
   return stats

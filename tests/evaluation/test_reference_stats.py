@@ -172,3 +172,58 @@ def test_real_inception_reference_stats(tmp_path):
   assert stats.mu.shape == (2048,) and stats.features.shape == (8, 2048)
   assert np.all(stats.features >= 0)  # pool3 follows ReLUs and an average pool.
   assert f'inception-{extractor.weights_hash[:12]}' in os.path.basename(stats.path)
+
+
+def test_provenance_is_stored_beside_the_stats_and_checked(tmp_path, monkeypatch):
+  import hashlib  # pylint: disable=import-outside-toplevel
+  from genai import errors  # pylint: disable=import-outside-toplevel
+  fake = CountingExtractor()
+  ex = rs.FeatureExtractor('fake', 'aaaa1111', fake._fn, layer='pool', input_resize='none')
+  ref = rs.parse_dataset_spec('digits:test')
+  stats = rs.get_reference_stats(ref, ex, cache_dir=tmp_path, print_fn=lambda s: 0)
+  # Beside the .npz, a .json with the same record: which images (an independent SHA-256 of
+  # the split's uint8 bytes), which network, which resizes.
+  side = json.loads(Path(stats.path).with_suffix('.json').read_text())
+  x, _ = images_lib.load_images(ref.data_cfg, 'test')
+  digest = hashlib.sha256(f'{x.dtype.str}{list(x.shape)}'.encode() + x.tobytes()).hexdigest()
+  prov = side['provenance']
+  assert prov == stats.meta['provenance']
+  assert prov['images']['sha256'] == digest and prov['images']['count'] == 180
+  assert prov['images']['dataset'] == 'digits' and prov['images']['split'] == 'test'
+  assert prov['network'] == {'extractor': 'fake', 'weights_sha256': 'aaaa1111', 'layer': 'pool'}
+  assert prov['resize'] == {'dataset': 'none (native size)', 'network_input': 'none'}
+  assert rs.get_reference_stats(ref, ex, cache_dir=tmp_path).path == stats.path  # reused
+  assert fake.calls == 1
+  # The same cache key, but the images at that path changed: refused, not reused.
+  real_load = rs.load_reference_images
+  monkeypatch.setattr(rs, 'load_reference_images',
+                      lambda r, c=0: np.ascontiguousarray(real_load(r, c)[::-1]))
+  with pytest.raises(rs.ReferenceStatsMismatch, match=r'images\.sha256') as e:
+    rs.get_reference_stats(ref, ex, cache_dir=tmp_path)
+  assert errors.is_user_error(e.value) and '\n' not in str(e.value)
+  assert 'delete the file' in str(e.value)
+  monkeypatch.setattr(rs, 'load_reference_images', real_load)
+  # Another input resize of the same network: refused too.
+  resized = rs.FeatureExtractor('fake', 'aaaa1111', fake._fn, layer='pool',
+                                input_resize='bicubic to 299x299')
+  with pytest.raises(rs.ReferenceStatsMismatch, match=r'resize\.network_input'):
+    rs.get_reference_stats(ref, resized, cache_dir=tmp_path)
+  assert fake.calls == 1
+  # A stats file given by hand: used when it matches, refused for other images.
+  assert rs.load_stats_file(stats.path, ref, ex).path == stats.path
+  with pytest.raises(rs.ReferenceStatsMismatch, match=r'images\.'):
+    rs.load_stats_file(stats.path, rs.parse_dataset_spec('digits:train'), ex, count=180)
+  with pytest.raises(FileNotFoundError, match='reference-stats'):
+    rs.load_stats_file(tmp_path / 'missing.npz', ref, ex)
+  # A file of the old format (no provenance) is refused by hand.
+  z = dict(np.load(stats.path))
+  meta = json.loads(str(z['meta']))
+  del meta['provenance']
+  old = tmp_path / 'old.npz'
+  np.savez(old, **{**z, 'meta': np.array(json.dumps(meta))})
+  with pytest.raises(rs.ReferenceStatsMismatch, match='no provenance'):
+    rs.load_stats_file(old, ref, ex)
+
+
+def test_inception_extractor_records_its_resize():
+  assert '299x299' in rs.INCEPTION_RESIZE and 'resize_bilinear' in rs.INCEPTION_RESIZE
