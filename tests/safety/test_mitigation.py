@@ -5,7 +5,6 @@ against a brute-force Jaccard reference, the text round trip, the LM data path a
 retrain job's stages."""
 import dataclasses
 import json
-import re
 
 import ml_collections
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from genai.safety import audit
 from genai.safety import mitigation as mit
 from genai.safety.audit_data import DEFAULT_GROUPS
+from test_audit import brute_force_keep  # every pair's exact Jaccard, clusters joined
 
 GENDER = DEFAULT_GROUPS['gender']
 SWAPS = mit.load_swaps('gender')
@@ -127,24 +127,6 @@ def test_rebalance_proportions(strategy, target):
 
 # =========================== Near duplicates ===========================================
 
-def _brute_force_keep(docs, k=5, thr=0.8):
-  """The documents a dedup keeps, from exact Jaccard of every pair's char k-gram sets."""
-  norm = [re.sub(r'\s+', ' ', d.lower()).strip() for d in docs]
-  sets = [{s[i:i + k] for i in range(max(len(s) - k + 1, 1))} for s in norm]
-  parent = list(range(len(docs)))
-
-  def find(i):
-    while parent[i] != i:
-      i = parent[i]
-    return i
-  for i in range(len(docs)):
-    for j in range(i + 1, len(docs)):
-      if len(sets[i] & sets[j]) / len(sets[i] | sets[j]) >= thr:
-        a, b = find(i), find(j)
-        parent[max(a, b)] = min(a, b)
-  return [i for i in range(len(docs)) if find(i) == i]
-
-
 @pytest.mark.parametrize('thr', [0.8, 0.6])
 def test_dedup_matches_brute_force_jaccard(thr):
   rng = np.random.default_rng(1)
@@ -155,7 +137,7 @@ def test_dedup_matches_brute_force_jaccard(thr):
     src[rng.integers(len(src))] = str(rng.choice(words))
     docs.append(' '.join(src).upper() if i % 4 == 0 else ' '.join(src) + '!' * (i % 3))
   keep, rep = mit.deduplicate(docs, thr)
-  want = _brute_force_keep(docs, thr=thr)
+  want = brute_force_keep(docs, thr=thr)
   assert np.nonzero(keep)[0].tolist() == want
   assert rep['removed'] == len(docs) - len(want) > 0
 
