@@ -56,6 +56,9 @@ OPTIONAL = {
     # genai.feedback's store (serve --feedback, experiments.retrain): SQLite, or PostgreSQL
     # through psycopg 3 (its binary build bundles libpq): postgresql+psycopg://...
     'feedback': ['sqlalchemy>=2.0.44,<2.1', 'psycopg[binary]>=3.3.9,<3.4'],
+    # gs:// paths through fsspec's gcsfs (EPATH_USE_TF=false; else epath uses TensorFlow's own
+    # GCS filesystem, which the core install already has). The tests' fake GCS needs it.
+    'gcs': ['gcsfs>=2026.10.1,<2027'],
     # Plots: the bias-audit reports (genai/safety/audit_report.py) and the colab/ notebooks.
     'plots': ['matplotlib>=3.10.7,<4'],
 }

@@ -9,7 +9,6 @@ Sample N images (PNG grid + .npz) from a trained workdir:
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from genai import paths
 from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
@@ -151,7 +151,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                   labels, sampler=sc.sampler, steps=sc.steps, eta=sc.eta,
                   guidance=sc.guidance if num_classes else 0.0)
       results['eval/sample_seconds'] = time.perf_counter() - t0
-      image_files.write_samples(os.path.join(workdir, 'samples'), f'step_{step:07d}', x,
+      image_files.write_samples(paths.join(workdir, 'samples'), f'step_{step:07d}', x,
                                 data.value_range, labels)
       results['samples'] = image_files.make_grid(
           image_files.to_uint8(x, data.value_range))[None]
@@ -182,7 +182,7 @@ def define_flags() -> None:
 
 
 def _sample_from_flags(f) -> None:
-  out = f.out or os.path.join(f.workdir, 'cli')
+  out = f.out or paths.join(f.workdir, 'cli')
   t0 = time.perf_counter()
   _, png, npz = sample(f.workdir, num_images=f.num_images, out=out, sampler=f.sampler,
                        steps=f.sample_steps, eta=f.eta, guidance=f.guidance, label=f.label,

@@ -16,7 +16,6 @@ The networks, the state layout and sampling from a workdir live in genai/familie
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from absl import flags
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from genai import paths
 from genai.data import image_shards
 from genai.evaluation import sample_evaluator
 # The family's reading side, re-exported: experiments.gan.sample / load_workdir /
@@ -143,7 +143,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   z_eval = nets.latents(jax.random.key(config.seed + 1), ec.num_samples)
   real_eval = data.eval_images[:ec.num_real]
   d_logits = jax.jit(lambda s, x: nets.d(s['d_params'], s.get('d_spectral'), x)[0])
-  sample_dir = os.path.join(workdir, 'samples')
+  sample_dir = paths.join(workdir, 'samples')
   # FID/KID of fresh samples (same G variables as the grid) when eval.fid_samples > 0.
   fid_eval = sample_evaluator.from_config(
       config, lambda state, n, rng: generate(variables_fn(state), nets.latents(rng, n)),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 from absl import app
@@ -23,6 +22,7 @@ import ml_collections
 import optax
 
 from genai import errors
+from genai import paths
 from genai.data import packed_windows
 from genai.data import preferences
 from genai.data import sequences
@@ -92,11 +92,9 @@ def resolve_model(config: ml_collections.ConfigDict, workdir: str, text: str,
     raise ValueError(f'The student embeds {cfg.vocab_size} tokens, the teacher {t_vocab}; '
                      'distillation needs the same vocabulary.')
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
     if init_from or teacher_spec or tokenizer is not None:
       m.tokenizer.save(workdir)
-    with open(os.path.join(workdir, family.MODEL_CONFIG), 'w') as f:
-      json.dump(dataclasses.asdict(cfg), f, indent=1)
+    paths.write_json(paths.join(workdir, family.MODEL_CONFIG), dataclasses.asdict(cfg), indent=1)
   m.model = Transformer(cfg)
   return m
 
@@ -276,7 +274,7 @@ if __name__ == '__main__':
         raise app.UsageError('--export_hf needs --workdir.')
       export_hf(f.workdir, f.export_hf)
       print(f'Wrote {f.export_hf} (config.json, model.safetensors'
-            f'{", tokenizer" if os.path.exists(os.path.join(f.export_hf, "tokenizer.json")) else ""}).')
+            f'{", tokenizer" if paths.path(f.export_hf).joinpath("tokenizer.json").exists() else ""}).')
       return
     run(argv)
 

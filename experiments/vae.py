@@ -13,7 +13,6 @@ and as PNG + .npz under <workdir>/samples/.
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 from absl import flags
@@ -22,6 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from genai import paths
 from genai.data import batching
 from genai.data import image_shards
 from genai.data import images as images_lib
@@ -139,7 +139,7 @@ def make_evaluator(config: ml_collections.ConfigDict, model: VAE, eval_images: n
     results['images/prior_samples'] = _grid(image_files.to_uint8(prior, value_range))
     results['images/reconstructions'] = _grid(image_files.to_uint8(pairs, value_range), cols)
     if jax.process_index() == 0:
-      sample_dir = os.path.join(workdir, 'samples')
+      sample_dir = paths.join(workdir, 'samples')
       image_files.write_samples(sample_dir, f'prior_{step:07d}', prior, value_range)
       image_files.write_samples(sample_dir, f'reconstructions_{step:07d}', pairs, value_range)
     return results
@@ -188,7 +188,7 @@ def define_flags() -> None:
 
 def _sample_from_flags(f) -> None:
   images, value_range = sample(f.workdir, f.num_images, f.seed)
-  out = f.out or os.path.join(f.workdir, 'samples')
+  out = f.out or paths.join(f.workdir, 'samples')
   png, npz = image_files.write_samples(out, 'samples', images, value_range)
   print(f'Wrote {len(images)} samples to {png} and {npz}')
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import os
-from pathlib import Path
 from typing import Any
 
 from absl import logging
 import grain
+from etils import epath
 import numpy as np
 
+from genai import paths
 from genai import errors
 from genai.data import batching
 
@@ -97,11 +98,11 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'),
 def read_idx(path: str | os.PathLike) -> np.ndarray:
   """Parses one IDX file (raw or .gz) into a numpy array."""
   path = str(path)
-  opener = gzip.open if path.endswith('.gz') else open
   try:
-    with opener(path, 'rb') as fh:
-      data = fh.read()
-  except (OSError, EOFError) as e:
+    data = paths.path(path).read_bytes()
+    if path.endswith('.gz'):
+      data = gzip.decompress(data)
+  except (OSError, EOFError, gzip.BadGzipFile) as e:
     raise ValueError(f'cannot read IDX file {path!r} ({e}); re-download it.'
                      ) from e
   if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
@@ -117,7 +118,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
   return np.frombuffer(data, dtype, count, offset=header).reshape(shape)
 
 
-def _find_idx(folder: Path, stem: str) -> Path:
+def _find_idx(folder: epath.Path, stem: str) -> epath.Path:
   for name in (stem, stem + '.gz'):
     if (folder / name).is_file():
       return folder / name
@@ -129,7 +130,7 @@ def _load_idx(path: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
   if not path:
     raise ValueError("data.source='idx' needs data.path (a folder of "
                      'MNIST-format IDX files); set data.path.')
-  folder = Path(os.path.expanduser(path))
+  folder = paths.path(path)
   if not folder.is_dir():
     raise ValueError(f'data.path={path!r} is not a folder; point it at the '
                      'folder that holds train-images-idx3-ubyte(.gz) etc.')
@@ -150,11 +151,11 @@ def _load_idx(path: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------ image folders.
 
 
-def _is_image(p: Path) -> bool:
+def _is_image(p: epath.Path) -> bool:
   return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _decode(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode(path: epath.Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
   """Decodes one file to (uint8 [H, W, C] with C in {1, 3}, its size (h, w) before any
   resize). Raises ValueError naming the file when it cannot be decoded."""
   try:
@@ -162,7 +163,7 @@ def _decode(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
   except ImportError:
     return _decode_tf(path, image_size)
   try:
-    with Image.open(path) as im:
+    with paths.path(path).open('rb') as fh, Image.open(fh) as im:
       im.load()
       size = (im.size[1], im.size[0])
       if im.mode not in ('L', 'RGB'):
@@ -177,10 +178,10 @@ def _decode(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
   return (arr[..., None] if arr.ndim == 2 else arr), size
 
 
-def _decode_tf(path: Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _decode_tf(path: epath.Path, image_size: int) -> tuple[np.ndarray, tuple[int, int]]:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
-    img = tf.io.decode_image(tf.io.read_file(str(path)), expand_animations=False)
+    img = tf.io.decode_image(paths.path(path).read_bytes(), expand_animations=False)
   except Exception as e:  # pylint: disable=broad-except
     raise ValueError(f"cannot decode image file '{path}' ({e}); delete or "
                      'replace it.') from e
@@ -225,7 +226,7 @@ class FolderChecks:
 _LISTED = 20  # bad files named in the error line (all of them go to the log)
 
 
-def scan_folder(files: list[Path], checks: FolderChecks, root: Path
+def scan_folder(files: list[epath.Path], checks: FolderChecks, root: epath.Path
                 ) -> tuple[list[np.ndarray], list[int]]:
   """Decodes every file; returns (arrays, indices of the files kept). Every unreadable or
   refused file is found in one pass: with checks.skip_bad they are skipped and counted in
@@ -266,7 +267,7 @@ _SCANNED: dict[str, Any] = {}  # the last scan of a folder with a held-out split
                                 # second split's load
 
 
-def _held_out(n: int, fraction: float, root: Path) -> np.ndarray:
+def _held_out(n: int, fraction: float, root: epath.Path) -> np.ndarray:
   """A fixed boolean mask of the `fraction` of n files held out for evaluation."""
   n_eval = max(1, int(round(n * fraction)))
   if n_eval >= n:
@@ -285,7 +286,7 @@ def _load_folder(path: str | None, split: str, *, data_cfg: Any = None
   if not path:
     raise ValueError("data.source='folder' needs data.path (a folder of "
                      'PNG/JPEG files); set data.path.')
-  root = Path(os.path.expanduser(path))
+  root = paths.path(path)
   if not root.is_dir():
     raise ValueError(f'data.path={path!r} is not a folder; point it at a '
                      'folder of PNG/JPEG files.')
@@ -304,7 +305,7 @@ def _load_folder(path: str | None, split: str, *, data_cfg: Any = None
     elif split == getattr(data_cfg, 'eval_split', 'test'):
       role = 'eval'
   classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-  files: list[Path] = []
+  files: list[epath.Path] = []
   labels: list[int] | None = None
   if classes:
     loose = sorted(p.name for p in root.iterdir() if _is_image(p))
@@ -314,7 +315,7 @@ def _load_folder(path: str | None, split: str, *, data_cfg: Any = None
           f'(e.g. {loose[0]!r}); move every image into a class subfolder.')
     labels = []
     for label, name in enumerate(classes):
-      found = sorted(p for p in (root / name).rglob('*') if _is_image(p))
+      found = [p for p in paths.files_under(root / name) if _is_image(p)]
       files.extend(found)
       labels.extend([label] * len(found))
   else:
@@ -355,7 +356,7 @@ def _load_folder(path: str | None, split: str, *, data_cfg: Any = None
                            'images are skipped', 'fix or replace them')
   files = [files[i] for i in kept]
   labels = None if labels is None else [labels[i] for i in kept]
-  sizes: dict[tuple[int, int], Path] = {}
+  sizes: dict[tuple[int, int], epath.Path] = {}
   for f, a in zip(files, arrays):
     sizes.setdefault(a.shape[:2], f)
   if len(sizes) > 1:

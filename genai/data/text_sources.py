@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import glob
-import os
 from typing import Any
 
+from genai import paths
 from genai import errors
 
 VALID_SOURCES = ('embedded', 'files', 'tfds')
@@ -67,8 +66,7 @@ def _resolve_paths(path: str) -> list[str]:
   for part in (p.strip() for p in path.split(',')):
     if not part:
       continue
-    expanded = os.path.expanduser(part)
-    matches = sorted(m for m in glob.glob(expanded) if os.path.isfile(m))
+    matches = paths.glob_files(part)
     if not matches:
       raise ValueError(
           f'data.path entry {part!r} matches no file; pass an existing file '
@@ -97,8 +95,7 @@ def _load_files(path: str | None) -> str:
 def read_text_file(path: str) -> str:
   """A UTF-8 text file's contents; a file that is not UTF-8 text (a binary file, another
   encoding) raises DataError naming the file, the byte, its offset and line, and the fix."""
-  with open(path, 'rb') as fh:
-    data = fh.read()
+  data = paths.path(path).read_bytes()
   try:
     return data.decode('utf-8')
   except UnicodeDecodeError as e:

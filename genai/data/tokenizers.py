@@ -16,11 +16,11 @@ import hashlib
 import io
 import json
 import os
-import shutil
 from typing import Any, Sequence
 
 import numpy as np
 
+from genai import paths
 from genai.data import gguf_file
 
 TOKENIZER_JSON = 'tokenizer.json'
@@ -52,10 +52,10 @@ def _write_json(directory: str, payload: dict[str, Any]) -> None:
   # Written last and atomically: a tokenizer.json on disk means the tokenizer
   # (model files included) is complete.
   # A per-process temporary name: on a shared workdir several hosts may write at once.
-  tmp = os.path.join(directory, f'{TOKENIZER_JSON}.{os.getpid()}.tmp')
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(payload, f, ensure_ascii=False, indent=1)
-  os.replace(tmp, os.path.join(directory, TOKENIZER_JSON))
+  d = paths.path(directory)
+  tmp = d / f'{TOKENIZER_JSON}.{os.getpid()}.tmp'
+  tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding='utf-8')
+  tmp.replace(d / TOKENIZER_JSON)
 
 
 class Tokenizer:
@@ -140,7 +140,7 @@ class CharTokenizer(Tokenizer):
     return ''.join(chars[i] for i in _as_id_list(ids))
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
+    paths.path(directory).mkdir(parents=True, exist_ok=True)
     _write_json(directory, {'name': self.name, 'chars': self.chars})
 
   def _identity_bytes(self) -> bytes:
@@ -224,9 +224,9 @@ class SentencePieceTokenizer(Tokenizer):
     return self._sp.decode(_as_id_list(ids))
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, SP_MODEL_FILE), 'wb') as f:
-      f.write(self.model_proto)
+    d = paths.path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / SP_MODEL_FILE).write_bytes(self.model_proto)
     _write_json(directory, {'name': self.name, 'model_file': SP_MODEL_FILE,
                             'vocab_size': self.vocab_size})
 
@@ -256,21 +256,21 @@ class GPT2BPETokenizer(Tokenizer):
     from tiktoken.load import load_tiktoken_bpe  # pylint: disable=import-outside-toplevel
     if not bpe_ranks_path:
       raise ValueError(f'tokenizer.bpe_ranks_path is not set; {_GPT2_RANKS_HELP}.')
-    if '://' in bpe_ranks_path:
+    if bpe_ranks_path.startswith(('http://', 'https://')):
       raise ValueError(
-          f'tokenizer.bpe_ranks_path={bpe_ranks_path!r} is a URL; genai reads '
-          f'the ranks only from a local file: {_GPT2_RANKS_HELP}.')
-    path = os.path.abspath(os.path.expanduser(bpe_ranks_path))
-    if not os.path.isfile(path):
+          f'tokenizer.bpe_ranks_path={bpe_ranks_path!r} is a web URL; genai reads '
+          f'the ranks from a file (local or gs://): {_GPT2_RANKS_HELP}.')
+    path = paths.join(bpe_ranks_path)
+    if not paths.path(path).is_file():
       raise ValueError(
           f'tokenizer.bpe_ranks_path={bpe_ranks_path!r}: no such file; '
           f'{_GPT2_RANKS_HELP}.')
-    with open(path, 'rb') as f:
-      sha = hashlib.sha256(f.read()).hexdigest()
+    sha = hashlib.sha256(paths.path(path).read_bytes()).hexdigest()
     self.ranks_sha256 = sha
     # tiktoken caches files by the hash of their *path*; passing the content
     # hash makes it drop a stale cache entry if the file at this path changed.
-    ranks = load_tiktoken_bpe(path, expected_hash=sha)
+    with paths.local_copy(path) as local:
+      ranks = load_tiktoken_bpe(local, expected_hash=sha)
     if not ranks:
       raise ValueError(f'tokenizer.bpe_ranks_path={path!r} holds no ranks; '
                        f'{_GPT2_RANKS_HELP}.')
@@ -290,11 +290,12 @@ class GPT2BPETokenizer(Tokenizer):
     return self._enc.decode(_as_id_list(ids))
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    copy = os.path.join(directory, GPT2_RANKS_FILE)
+    d = paths.path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    copy = d / GPT2_RANKS_FILE
     # A copy keeps the workdir self-contained when the original moves.
-    if os.path.abspath(copy) != self.bpe_ranks_path:
-      shutil.copyfile(self.bpe_ranks_path, copy)
+    if str(copy) != self.bpe_ranks_path:
+      copy.write_bytes(paths.path(self.bpe_ranks_path).read_bytes())
     _write_json(directory, {'name': self.name,
                             'bpe_ranks_path': self.bpe_ranks_path})
 
@@ -327,10 +328,9 @@ def _hf_token_id(tok: Any, token: Any) -> int | None:
 
 def _hf_chat_template(path: str, cfg: dict[str, Any]) -> str | None:
   """The chat template of an HF model folder: chat_template.jinja, else tokenizer_config's."""
-  jinja_path = os.path.join(os.path.dirname(path), 'chat_template.jinja')
-  if os.path.isfile(jinja_path):
-    with open(jinja_path, encoding='utf-8') as f:
-      return f.read()
+  jinja_path = paths.path(path).parent / 'chat_template.jinja'
+  if jinja_path.is_file():
+    return jinja_path.read_text(encoding='utf-8')
   template = cfg.get('chat_template')
   if isinstance(template, list):  # named templates: [{'name': ..., 'template': ...}]
     template = next((t.get('template') for t in template if t.get('name') == 'default'), None)
@@ -370,21 +370,20 @@ class HFTokenizer(Tokenizer):
     For a tokenizer.json, a `tokenizer_config.json` beside it (HF's layout) supplies
     `bos_token`, `eos_token`, `add_bos_token` and `chat_template` when present.
     """
-    path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isfile(path):
+    path = paths.join(path)
+    if not paths.path(path).is_file():
       raise ValueError(f'tokenizer.hf_tokenizer_path={path!r}: no such file; point it at an '
                        'HF tokenizer.json or a .gguf model file.')
-    with open(path, 'rb') as f:
+    with paths.path(path).open('rb') as f:
       is_gguf = f.read(4) == b'GGUF'
     if is_gguf:
-      return cls.from_gguf_metadata(gguf_file.read_metadata(path), source=path)
-    with open(path, encoding='utf-8') as f:
-      text = f.read()
-    cfg_path = os.path.join(os.path.dirname(path), 'tokenizer_config.json')
+      with paths.local_copy(path) as local:
+        return cls.from_gguf_metadata(gguf_file.read_metadata(local), source=path)
+    text = paths.path(path).read_text(encoding='utf-8')
+    cfg_path = paths.path(path).parent / 'tokenizer_config.json'
     cfg: dict[str, Any] = {}
-    if os.path.isfile(cfg_path):
-      with open(cfg_path, encoding='utf-8') as f:
-        cfg = json.load(f)
+    if cfg_path.is_file():
+      cfg = json.loads(cfg_path.read_text(encoding='utf-8'))
     tok = cls(text, source=path, chat_template=_hf_chat_template(path, cfg),
               add_bos_token=bool(cfg.get('add_bos_token', False)))
     tok.bos_id = _hf_token_id(tok._tok, cfg.get('bos_token'))
@@ -464,15 +463,16 @@ class HFTokenizer(Tokenizer):
   def save_hf(self, directory: str) -> None:
     """HF's own layout (tokenizer.json + tokenizer_config.json), for an exported checkpoint
     that transformers' AutoTokenizer loads."""
-    os.makedirs(directory, exist_ok=True)
-    self._tok.save(os.path.join(directory, 'tokenizer.json'))
+    d = paths.path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / 'tokenizer.json').write_text(self._tok.to_str(), encoding='utf-8')
     name = lambda i: self._tok.id_to_token(i) if i is not None else None
     cfg = {'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': name(self.bos_id),
            'eos_token': name(self.eos_id), 'add_bos_token': self.add_bos_token}
     if self.chat_template:
       cfg['chat_template'] = self.chat_template
-    with open(os.path.join(directory, 'tokenizer_config.json'), 'w', encoding='utf-8') as f:
-      json.dump(cfg, f, ensure_ascii=False, indent=1)
+    (d / 'tokenizer_config.json').write_text(json.dumps(cfg, ensure_ascii=False, indent=1),
+                                             encoding='utf-8')
 
   def _identity_bytes(self) -> bytes:
     # The canonical JSON of the tokenizer (model, pre-tokenizer, added tokens) and the
@@ -481,8 +481,9 @@ class HFTokenizer(Tokenizer):
     return f'{canonical}\n{self.bos_id}:{self.eos_id}'.encode()
 
   def save(self, directory: str) -> None:
-    os.makedirs(directory, exist_ok=True)
-    self._tok.save(os.path.join(directory, HF_TOKENIZER_FILE))
+    d = paths.path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / HF_TOKENIZER_FILE).write_text(self._tok.to_str(), encoding='utf-8')
     _write_json(directory, {
         'name': self.name, 'hf_file': HF_TOKENIZER_FILE, 'vocab_size': self.vocab_size,
         'bos_id': self.bos_id, 'eos_id': self.eos_id, 'add_bos_token': self.add_bos_token,
@@ -530,27 +531,25 @@ def _gguf_tokenizer_json(meta: dict[str, Any], source: str) -> str:
 
 def load_tokenizer(workdir: str) -> Tokenizer:
   """Loads the tokenizer that `make_tokenizer` saved into `workdir`."""
-  meta_path = os.path.join(workdir, TOKENIZER_JSON)
-  if not os.path.isfile(meta_path):
+  meta_path = paths.join(workdir, TOKENIZER_JSON)
+  if not paths.path(meta_path).is_file():
     raise FileNotFoundError(
         f'no {TOKENIZER_JSON} in {workdir!r}: is it a genai LM workdir? Point '
         'at the directory a training run wrote, or train one first.')
-  with open(meta_path, encoding='utf-8') as f:
-    meta = json.load(f)
+  meta = json.loads(paths.path(meta_path).read_text(encoding='utf-8'))
   name = meta.get('name')
   if name == 'char':
     return CharTokenizer(meta['chars'])
   if name == 'sentencepiece':
-    model_path = os.path.join(workdir, meta.get('model_file', SP_MODEL_FILE))
-    if not os.path.isfile(model_path):
+    model_path = paths.join(workdir, meta.get('model_file', SP_MODEL_FILE))
+    if not paths.path(model_path).is_file():
       raise FileNotFoundError(
           f'{meta_path} names a SentencePiece tokenizer but {model_path!r} is '
           'missing; restore it, or delete tokenizer.json to retrain.')
-    with open(model_path, 'rb') as f:
-      return SentencePieceTokenizer(f.read())
+    return SentencePieceTokenizer(paths.path(model_path).read_bytes())
   if name == 'gpt2_bpe':
-    copy = os.path.join(workdir, GPT2_RANKS_FILE)
-    path = copy if os.path.isfile(copy) else meta.get('bpe_ranks_path', '')
+    copy = paths.join(workdir, GPT2_RANKS_FILE)
+    path = copy if paths.path(copy).is_file() else meta.get('bpe_ranks_path', '')
     return GPT2BPETokenizer(path)
   if name == 'hf':
     return _load_hf(workdir, meta_path, meta)
@@ -560,16 +559,15 @@ def load_tokenizer(workdir: str) -> Tokenizer:
 
 
 def _load_hf(workdir: str, meta_path: str, meta: dict[str, Any]) -> HFTokenizer:
-  hf_path = os.path.join(workdir, meta.get('hf_file', HF_TOKENIZER_FILE))
-  if not os.path.isfile(hf_path):
+  hf_path = paths.join(workdir, meta.get('hf_file', HF_TOKENIZER_FILE))
+  if not paths.path(hf_path).is_file():
     raise FileNotFoundError(
         f'{meta_path} names an HF tokenizer but {hf_path!r} is missing; restore it, or '
         'delete tokenizer.json to build it again from tokenizer.hf_tokenizer_path.')
-  with open(hf_path, encoding='utf-8') as f:
-    return HFTokenizer(f.read(), bos_id=meta.get('bos_id'), eos_id=meta.get('eos_id'),
-                       chat_template=meta.get('chat_template'),
-                       add_bos_token=bool(meta.get('add_bos_token', False)),
-                       source=meta.get('source') or hf_path)
+  return HFTokenizer(paths.path(hf_path).read_text(encoding='utf-8'), bos_id=meta.get('bos_id'), eos_id=meta.get('eos_id'),
+                     chat_template=meta.get('chat_template'),
+                     add_bos_token=bool(meta.get('add_bos_token', False)),
+                     source=meta.get('source') or hf_path)
 
 
 def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
@@ -585,8 +583,7 @@ def make_tokenizer(tok_cfg: Any, text: str, workdir: str | None) -> Tokenizer:
     raise ValueError(
         f'tokenizer.name={name!r} is not a known tokenizer; use one of '
         f'{", ".join(repr(n) for n in VALID_NAMES)}.')
-  if workdir is not None and os.path.isfile(
-      os.path.join(workdir, TOKENIZER_JSON)):
+  if workdir is not None and (paths.path(workdir) / TOKENIZER_JSON).is_file():
     tok = load_tokenizer(workdir)
     if tok.name != name:
       raise ValueError(

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from typing import Any
 
 import jax
 import numpy as np
-import tensorflow as tf
 
+from genai import paths
 from genai import families
 from genai.export import saved_model as sm
 from genai.export import tflite
@@ -67,23 +68,31 @@ def export_workdir(workdir: str, out: str, *,
     raise ValueError(f'--platforms={",".join(platforms)}: TFLite conversion needs a SavedModel '
                      'lowered for cpu only; use --format saved_model for other platforms.')
   family, params, sigs, default = build(workdir, **options)
-  os.makedirs(out, exist_ok=True)
-  info: dict[str, Any] = {'family': family, 'workdir': os.path.abspath(workdir),
+  info: dict[str, Any] = {'family': family, 'workdir': paths.join(workdir),
                           'default_signature': default, 'signatures': _describe(params, sigs),
                           'files': {}}
   with tempfile.TemporaryDirectory() as tmp:
-    sm_dir = (os.path.join(out, 'saved_model', str(version)) if format != 'tflite'
+    # TF and the TFLite converter write local files: a remote `out` (gs://...) is staged in
+    # `tmp` and uploaded through the path layer at the end.
+    stage = os.path.join(tmp, 'out') if paths.is_remote(out) else paths.join(out)
+    os.makedirs(stage, exist_ok=True)
+    version_dir = os.path.join('saved_model', str(version))
+    sm_dir = (os.path.join(stage, version_dir) if format != 'tflite'
               else os.path.join(tmp, 'saved_model'))
-    if tf.io.gfile.exists(sm_dir):
-      tf.io.gfile.rmtree(sm_dir)
+    if os.path.exists(sm_dir):
+      shutil.rmtree(sm_dir)
+    if paths.is_remote(out) and format != 'tflite' and (paths.path(out) / version_dir).exists():
+      (paths.path(out) / version_dir).rmtree()
     sm.save(params, sigs, sm_dir, default=default, platforms=platforms)
     if format != 'tflite':
-      info['files'][os.path.relpath(sm_dir, out)] = sm.dir_bytes(sm_dir)
+      info['files'][version_dir] = sm.dir_bytes(sm_dir)
     if format != 'saved_model':
       for name in (k for k, s in sigs.items() if s.tflite):
         for q in ('none',) if quantize == 'none' else ('none', quantize):
-          path = os.path.join(out, f'{name}.tflite' if q == 'none' else f'{name}_{q}.tflite')
+          path = os.path.join(stage, f'{name}.tflite' if q == 'none' else f'{name}_{q}.tflite')
           info['files'][os.path.basename(path)] = tflite.write(sm_dir, name, path, q)
-  with open(os.path.join(out, 'export_info.json'), 'w') as f:
-    json.dump(info, f, indent=2)
+    with open(os.path.join(stage, 'export_info.json'), 'w') as f:
+      json.dump(info, f, indent=2)
+    if paths.is_remote(out):
+      paths.upload_tree(stage, out)
   return info

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import pkgutil
 from types import ModuleType
 from typing import Any, Callable
@@ -27,6 +26,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from genai import paths
 
 Inputs = dict[str, jax.ShapeDtypeStruct]
 
@@ -82,13 +83,12 @@ def names() -> tuple[str, ...]:
 
 def family_of(workdir: str) -> str:
   """The family that wrote `workdir` (its config.json's `experiment`)."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.isfile(path):
+  path = paths.path(workdir) / 'config.json'
+  if not path.is_file():
     raise ValueError(f'{workdir!r} is not a genai workdir (no config.json); pass the '
                             'folder a training run wrote (python -m experiments.<family> '
                             '--workdir ...).')
-  with open(path) as f:
-    return json.load(f).get('experiment') or 'lm'
+  return json.loads(path.read_text()).get('experiment') or 'lm'
 
 
 def get(name: str) -> ModuleType:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genai import paths
 from genai.data import batching
 from genai.data import images as images_lib
 from genai.models.classifier import Classifier, make_classifier
@@ -45,27 +45,25 @@ class TrainedClassifier:
 
 def write_info(workdir: str, *, image_shape, value_range: str, num_classes: int) -> None:
   """What feature extraction needs besides the config: the input shape and range."""
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, INFO_FILE), 'w') as f:
-    json.dump({'image_shape': [int(s) for s in image_shape], 'value_range': value_range,
-               'num_classes': int(num_classes)}, f)
+  paths.write_json(paths.join(workdir, INFO_FILE),
+                   {'image_shape': [int(s) for s in image_shape], 'value_range': value_range,
+                    'num_classes': int(num_classes)})
 
 
 def load_classifier(workdir: str, step: int | None = None) -> TrainedClassifier:
   """The classifier of a workdir trained by experiments/classifier.py (newest checkpoint)."""
   config = workdir_lib.load_config(workdir, 'classifier')
-  info_path = os.path.join(workdir, INFO_FILE)
-  if not os.path.exists(info_path):
+  info_path = paths.path(workdir) / INFO_FILE
+  if not info_path.exists():
     raise FileNotFoundError(f'{info_path} not found; train the classifier first with '
                             f'python -m experiments.classifier --workdir {workdir} ...')
-  with open(info_path) as f:
-    info = json.load(f)
+  info = json.loads(info_path.read_text())
   model = make_classifier(config.model, info['num_classes'])
   params, _ = workdir_lib.restore_params(
       workdir, step, train_hint='train the classifier first (python -m experiments.classifier).')
   return TrainedClassifier(model=model, params=params, image_shape=tuple(info['image_shape']),
                            value_range=info['value_range'], num_classes=info['num_classes'],
-                           weights_hash=params_hash(params), workdir=os.path.abspath(workdir))
+                           weights_hash=params_hash(params), workdir=paths.join(workdir))
 
 
 def _to_model_range(images: np.ndarray, value_range: str | None, target: str) -> np.ndarray:

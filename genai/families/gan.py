@@ -10,13 +10,13 @@ sample latents are fixed by the seed, so a checkpoint always gives the same imag
 """
 from __future__ import annotations
 
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from genai import paths
 from genai import families
 from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.sample import image_files
@@ -157,7 +157,7 @@ def sample(workdir: str, num_images: int, *, out: str = '', seed: int = 0,
   config, nets, state, value_range = load_workdir(workdir)
   images = generate_images(nets, state, num_images, seed=seed, use_ema=config.eval.use_ema,
                            standing=config.eval.standing_stats)
-  return image_files.write_samples(out or os.path.join(workdir, 'samples'), name, images,
+  return image_files.write_samples(out or paths.join(workdir, 'samples'), name, images,
                                    value_range)
 
 

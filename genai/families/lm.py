@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import flax.linen as nn
@@ -26,6 +25,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from genai import paths
 from genai import families
 from genai.compress import pruning
 from genai.compress import qat
@@ -59,8 +59,7 @@ def make_model(config: ml_collections.ConfigDict, vocab_size: int) -> Transforme
 
 
 def _model_config_of(workdir: str) -> TransformerConfig:
-  with open(os.path.join(workdir, MODEL_CONFIG)) as f:
-    return TransformerConfig(**json.load(f))
+  return TransformerConfig(**paths.read_json(paths.join(workdir, MODEL_CONFIG)))
 
 
 def load_source(spec: str, config: ml_collections.ConfigDict | None = None):
@@ -216,7 +215,7 @@ def load_workdir(workdir: str, step: int | None = None):
   checkpoint; LoRA adapters merged)."""
   config = workdir_lib.load_config(workdir, 'lm')
   tokenizer = tokenizers.load_tokenizer(workdir)
-  if os.path.exists(os.path.join(workdir, MODEL_CONFIG)):
+  if (paths.path(workdir) / MODEL_CONFIG).exists():
     model = Transformer(_model_config_of(workdir))
   else:  # workdirs written before model_config.json existed
     model = make_model(config, tokenizer.vocab_size)
@@ -248,7 +247,7 @@ def export_hf(workdir: str, out_dir: str) -> None:
   lcfg = lora_config(config)
   if lcfg is not None:
     state = _restore(config, workdir, model)
-    adapters_io.save(state['lora'], lcfg, os.path.join(out_dir, 'adapter.safetensors'))
+    adapters_io.save(state['lora'], lcfg, paths.join(out_dir, 'adapter.safetensors'))
 
 
 def serving(workdir: str, step: int | None, max_batch: int) -> families.TextServing:
@@ -294,11 +293,11 @@ def text_loss(model: Transformer, params, tokenizer, text: str, *, block_size: i
 
 def read_bleu_file(path: str) -> list[dict[str, str]]:
   """The {"prompt", "reference"} rows of a JSONL file (eval.bleu_file)."""
-  if not os.path.exists(path):
+  if not paths.path(path).exists():
     raise FileNotFoundError(f'eval.bleu_file={path!r} does not exist; give a JSONL file with '
                             'one {"prompt": ..., "reference": ...} object per line.')
   rows = []
-  with open(path) as f:
+  with paths.path(path).open() as f:
     for n, line in enumerate(f, 1):
       if line.strip():
         row = json.loads(line)

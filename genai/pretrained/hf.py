@@ -11,12 +11,12 @@ canonical tensors of genai/pretrained/convert.py.
 from __future__ import annotations
 
 import json
-import os
 import re
 from typing import Any
 
 import numpy as np
 
+from genai import paths
 from genai.models.transformer import TransformerConfig
 from genai.pretrained import convert
 from genai.pretrained import safetensors_io
@@ -195,12 +195,11 @@ def _canonical_to_llama(t: dict[str, np.ndarray], cfg: TransformerConfig) -> dic
 
 def read_weights(directory: str) -> dict[str, np.ndarray]:
   """All tensors of model.safetensors, or of the shards an index file lists."""
-  index = os.path.join(directory, 'model.safetensors.index.json')
-  single = os.path.join(directory, 'model.safetensors')
-  if os.path.exists(index):
-    with open(index) as f:
-      files = sorted(set(json.load(f)['weight_map'].values()))
-  elif os.path.exists(single):
+  index = paths.path(directory) / 'model.safetensors.index.json'
+  single = paths.path(directory) / 'model.safetensors'
+  if index.exists():
+    files = sorted(set(json.loads(index.read_text())['weight_map'].values()))
+  elif single.exists():
     files = ['model.safetensors']
   else:
     raise FileNotFoundError(f'{directory} holds no model.safetensors (or index); genai '
@@ -208,7 +207,7 @@ def read_weights(directory: str) -> dict[str, np.ndarray]:
                             'convert it with transformers save_pretrained(safe_serialization=True)).')
   weights = {}
   for name in files:
-    weights.update(safetensors_io.read(os.path.join(directory, name)))
+    weights.update(safetensors_io.read(paths.join(directory, name)))
   return weights
 
 
@@ -216,12 +215,11 @@ def import_hf(directory: str, **overrides) -> tuple[TransformerConfig, dict]:
   """(config, float32 genai params) of an HF checkpoint directory. `overrides` replace
   config fields that do not change shapes (e.g. max_len to shrink the position table,
   dropout, dtype, remat, scan_layers)."""
-  path = os.path.join(directory, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(directory, 'config.json')
+  if not paths.path(path).exists():
     raise FileNotFoundError(f'{path} not found: an HF checkpoint directory needs config.json '
                             'beside its .safetensors files.')
-  with open(path) as f:
-    hf = json.load(f)
+  hf = paths.read_json(path)
   cfg = config_from_hf(hf, path)
   if overrides:
     cfg = TransformerConfig.from_dict({**{k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
@@ -236,8 +234,7 @@ def export_hf(cfg: TransformerConfig, params: Any, directory: str) -> None:
   hf = config_to_hf(cfg)
   t = convert.from_genai(cfg, params)
   weights = (_canonical_to_gpt2 if hf['model_type'] == 'gpt2' else _canonical_to_llama)(t, cfg)
-  os.makedirs(directory, exist_ok=True)
-  safetensors_io.write(os.path.join(directory, 'model.safetensors'),
+  paths.path(directory).mkdir(parents=True, exist_ok=True)
+  safetensors_io.write(paths.join(directory, 'model.safetensors'),
                        {k: np.ascontiguousarray(v, np.float32) for k, v in weights.items()})
-  with open(os.path.join(directory, 'config.json'), 'w') as f:
-    json.dump(hf, f, indent=2)
+  paths.write_json(paths.join(directory, 'config.json'), hf, indent=2)

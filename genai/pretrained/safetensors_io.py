@@ -8,11 +8,12 @@ float32. A file cut short is caught with the name of the first incomplete tensor
 from __future__ import annotations
 
 import json
-import os
 import struct
 
 import ml_dtypes
 import numpy as np
+
+from genai import paths
 
 _DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
            'BF16': ml_dtypes.bfloat16, 'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
@@ -21,14 +22,15 @@ _NAMES = {np.dtype(v): k for k, v in _DTYPES.items()}
 
 
 def _open(path: str):
-  if not os.path.exists(path):
+  if not paths.path(path).exists():
     raise FileNotFoundError(f'{path} does not exist.')
-  return open(path, 'rb')
+  return paths.path(path).open('rb')
 
 
 def _read_header(f, path: str) -> dict:
   """The JSON header of the open file `f`; the file is left at the data section."""
-  size = os.fstat(f.fileno()).st_size
+  size = f.seek(0, 2)
+  f.seek(0)
   raw = f.read(8)
   if len(raw) < 8:
     raise ValueError(f'{path} is not a safetensors file (only {size} bytes).')
@@ -88,10 +90,10 @@ def write(path: str, tensors: dict[str, np.ndarray], metadata: dict[str, str] | 
     blobs.append(blob)
   head = json.dumps(header, separators=(',', ':')).encode()
   head += b' ' * (-len(head) % 8)  # 8-byte alignment of the data section
-  tmp = path + '.tmp'
-  with open(tmp, 'wb') as f:
+  tmp = paths.path(path + '.tmp')
+  with tmp.open('wb') as f:
     f.write(struct.pack('<Q', len(head)))
     f.write(head)
     for blob in blobs:
       f.write(blob)
-  os.replace(tmp, path)
+  tmp.replace(paths.path(path))

@@ -11,10 +11,9 @@ scan_layers, max_len (no larger than the checkpoint's learned position table).
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
+from genai import paths
 from genai.data import tokenizers
 from genai.models.transformer import TransformerConfig
 from genai.pretrained import convert
@@ -42,8 +41,7 @@ def config_of(spec: str) -> TransformerConfig:
   """The architecture of a pretrained source without reading (or dequantizing) its weights."""
   kind, _, where = spec.partition(':')
   if kind == 'hf':
-    with open(os.path.join(where, 'config.json')) as f:
-      return hf.config_from_hf(json.load(f), where)
+    return hf.config_from_hf(paths.read_json(paths.join(where, 'config.json')), where)
   if kind in ('gguf', 'smollm2'):
     path = where if kind == 'gguf' else str(fetch.smollm2_path())
     reader = gguf._reader(path)  # pylint: disable=protected-access
@@ -58,12 +56,12 @@ def load(spec: str, **overrides) -> tuple[TransformerConfig, Any, tokenizers.Tok
   kind, _, where = spec.partition(':')
   if kind == 'hf':
     cfg, params = hf.import_hf(where)
-    tok_path = os.path.join(where, 'tokenizer.json')
-    vocab, merges = os.path.join(where, 'vocab.json'), os.path.join(where, 'merges.txt')
-    if os.path.exists(tok_path):
-      tok = tokenizers.HFTokenizer.from_file(tok_path)
-    elif os.path.exists(vocab) and os.path.exists(merges):
-      tok = tokenizers.HFTokenizer.from_vocab_merges(vocab, merges)
+    d = paths.path(where)
+    if (d / 'tokenizer.json').exists():
+      tok = tokenizers.HFTokenizer.from_file(paths.join(where, 'tokenizer.json'))
+    elif (d / 'vocab.json').exists() and (d / 'merges.txt').exists():
+      with paths.local_copy(d / 'vocab.json') as vocab, paths.local_copy(d / 'merges.txt') as merges:
+        tok = tokenizers.HFTokenizer.from_vocab_merges(vocab, merges)
     else:
       tok = None
   elif kind in ('gguf', 'smollm2'):

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 
+import jax
 import numpy as np
 
+from genai import paths
 from genai.data.images import VALID_VALUE_RANGES
 
 
@@ -38,19 +39,24 @@ def make_grid(images_uint8: np.ndarray, ncols: int | None = None, pad: int = 2) 
 def write_png(path: str, image_uint8: np.ndarray) -> None:
   from PIL import Image  # pylint: disable=import-outside-toplevel
   x = np.asarray(image_uint8)
-  Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).save(path)
+  with paths.path(path).open('wb') as f:
+    Image.fromarray(x[..., 0] if x.shape[-1] == 1 else x).save(f, format='PNG')
 
 
 def write_samples(directory: str, name: str, images: np.ndarray, value_range: str,
                   labels: np.ndarray | None = None) -> tuple[str, str]:
   """Writes `{name}.png` (a grid) and `{name}.npz` (uint8 'images' [N,H,W,C], and 'labels'
-  when given) under `directory`; returns both paths."""
-  os.makedirs(directory, exist_ok=True)
+  when given) under `directory` (any path of `genai.paths`); returns both paths. Only
+  process 0 writes: the other processes computed the same samples."""
+  png, npz = paths.join(directory, f'{name}.png'), paths.join(directory, f'{name}.npz')
+  if jax.process_index() != 0:
+    return png, npz
+  paths.path(directory).mkdir(parents=True, exist_ok=True)
   u8 = to_uint8(images, value_range)
-  png, npz = os.path.join(directory, f'{name}.png'), os.path.join(directory, f'{name}.npz')
   write_png(png, make_grid(u8))
   arrays = {'images': u8}
   if labels is not None:
     arrays['labels'] = np.asarray(labels)
-  np.savez_compressed(npz, **arrays)
+  with paths.path(npz).open('wb') as f:
+    np.savez_compressed(f, **arrays)
   return png, npz

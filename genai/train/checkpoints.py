@@ -19,7 +19,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import re
 import sys
 import warnings
@@ -29,6 +28,7 @@ from absl import logging as absl_logging
 import orbax.checkpoint as ocp
 
 from genai import errors
+from genai import paths
 
 ON_DAMAGED = ('fallback', 'fail')
 DAMAGED_SUFFIX = '.damaged'
@@ -41,7 +41,7 @@ class Checkpointer:
                read_only: bool = False):
     """`read_only`: for readers (sampling, evaluation) beside a run that may be writing:
     they must not clean up the writer's in-progress temporary directories."""
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.join(directory)  # absolute, or a URI (gs://...)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=None if read_only else max_to_keep, create=not read_only,
         cleanup_tmp_directories=not read_only, enable_async_checkpointing=asynchronous,
@@ -74,7 +74,7 @@ class Checkpointer:
     if problem:
       raise self._damaged(step, problem)
     items = {'state': ocp.args.StandardRestore(abstract_state)}
-    has_data = os.path.isdir(os.path.join(self.directory, str(step), 'data'))
+    has_data = (paths.path(self.directory) / str(step) / 'data').is_dir()
     if has_data:
       items['data'] = ocp.args.JsonRestore()
     try:
@@ -94,35 +94,34 @@ class Checkpointer:
   def check_step(self, step: int) -> str:
     """What is missing or broken in step `step`'s files ('' if nothing is): reads the
     metadata only, no arrays (a truncated array file shows when `restore` reads it)."""
-    d = os.path.join(self.directory, str(step))
-    if not os.path.isdir(d):
+    d = paths.path(self.directory) / str(step)
+    if not d.is_dir():
       return 'its directory is missing'
-    state = os.path.join(d, 'state')
-    if not os.path.isdir(state):
+    state = d / 'state'
+    if not state.is_dir():
       return 'state/ is missing'
-    meta_path = os.path.join(state, '_METADATA')
-    if not os.path.isfile(meta_path):
+    meta_path = state / '_METADATA'
+    if not meta_path.is_file():
       return 'state/_METADATA is missing'
     try:
-      with open(meta_path, encoding='utf-8') as f:
-        meta = json.load(f)
+      meta = json.loads(meta_path.read_text())
     except (OSError, ValueError) as e:
       return f'state/_METADATA is unreadable ({type(e).__name__}: {_first_line(e)})'
     if not isinstance(meta, dict) or 'tree_metadata' not in meta:
       return 'state/_METADATA holds no tree metadata'
-    if meta.get('use_ocdbt', True) and not _nonempty(os.path.join(state, 'manifest.ocdbt')):
-      return ('state/manifest.ocdbt is missing' if not os.path.exists(
-          os.path.join(state, 'manifest.ocdbt')) else 'state/manifest.ocdbt is empty')
-    for root, _, files in os.walk(state):
-      if os.path.basename(root) == 'd':
+    manifest = state / 'manifest.ocdbt'
+    if meta.get('use_ocdbt', True) and not _nonempty(manifest):
+      return ('state/manifest.ocdbt is missing' if not manifest.exists()
+              else 'state/manifest.ocdbt is empty')
+    for root, _, files in paths.walk(state):
+      if root.name == 'd':
         for name in sorted(files):
-          if os.path.getsize(os.path.join(root, name)) == 0:
-            return f'{os.path.relpath(os.path.join(root, name), d)} is empty (0 bytes)'
-    data = os.path.join(d, 'data')
-    if os.path.isdir(data):
+          if (root / name).stat().length == 0:
+            return f'{(root / name).relative_to(d)} is empty (0 bytes)'
+    data = d / 'data'
+    if data.is_dir():
       try:
-        with open(os.path.join(data, 'metadata'), encoding='utf-8') as f:
-          json.load(f)
+        json.loads((data / 'metadata').read_text())
       except FileNotFoundError:
         return 'data/metadata (the data iterator\'s position) is missing'
       except (OSError, ValueError) as e:
@@ -167,18 +166,18 @@ class Checkpointer:
     """Renames step `step`'s directory to `<step>.damaged` (or `.damaged-N`), which orbax
     does not list; returns the new path. Only process 0 renames."""
     import jax  # pylint: disable=import-outside-toplevel
-    src = os.path.join(self.directory, str(step))
-    dst = src + DAMAGED_SUFFIX
+    src = paths.path(self.directory) / str(step)
+    dst = src.with_name(src.name + DAMAGED_SUFFIX)
     n = 1
-    while os.path.exists(dst):
-      dst, n = f'{src}{DAMAGED_SUFFIX}-{n}', n + 1
-    if jax.process_index() == 0 and os.path.exists(src):
-      os.rename(src, dst)
+    while dst.exists():
+      dst, n = src.with_name(f'{src.name}{DAMAGED_SUFFIX}-{n}'), n + 1
+    if jax.process_index() == 0 and src.exists():
+      src.rename(dst)
     self._manager.reload()
-    return dst
+    return str(dst)
 
   def _damaged(self, step: int, problem: str) -> errors.DamagedCheckpointError:
-    src = os.path.join(self.directory, str(step))
+    src = paths.join(self.directory, str(step))
     older = [s for s in self.all_steps() if s < step]
     then = f'to use step {max(older)}' if older else 'to train from step 0'
     return errors.DamagedCheckpointError(
@@ -195,8 +194,8 @@ class Checkpointer:
     self._manager.close()
 
 
-def _nonempty(path: str) -> bool:
-  return os.path.isfile(path) and os.path.getsize(path) > 0
+def _nonempty(path) -> bool:
+  return path.is_file() and path.stat().length > 0
 
 
 def _first_line(e: BaseException) -> str:

@@ -30,6 +30,8 @@ import numpy as np
 from genai.parallel import mesh as mesh_lib
 from genai.parallel import per_device as per_device_lib
 from genai.parallel import sharding
+from genai import paths
+from genai.train import event_files
 from genai.train import throughput
 from genai.train.checkpoints import Checkpointer
 
@@ -199,9 +201,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   if not is_chief:
     print_fn = lambda _: None  # Only process 0 logs.
   peak = throughput.peak_flops_per_device(peak_flops_per_device)
-  writer = (metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir)) if is_chief
-            else metric_writers.MultiWriter([]))
-  ckpt = Checkpointer(f'{workdir}/checkpoints', max_to_keep=max_to_keep)
+  writer = event_files.open_writer(workdir) if is_chief else metric_writers.MultiWriter([])
+  ckpt = Checkpointer(paths.join(workdir, 'checkpoints'), max_to_keep=max_to_keep)
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
 
   # --- State: restore the newest checkpoint, or initialise. ---------------------------
@@ -228,6 +229,7 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   if start >= num_steps:
     print_fn(f'Already trained for {start} >= train.num_steps={num_steps} steps.')
     ckpt.close()
+    writer.close()
     return state
 
   multi_step = make_multi_step(task.train_step, step_rng, mesh, state_shardings,
@@ -310,6 +312,7 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
         if crossed(checkpoint_every, before, step) or is_last or preemption.requested:
           flush()  # Never checkpoint a state whose steps produced non-finite metrics.
           ckpt.save(step, state, task.train_iter.get_state())
+          writer.flush()  # A remote workdir's event files go up with each checkpoint.
           t_window = time.perf_counter()
         if preemption.requested:
           print_fn(f'SIGTERM: saved checkpoint at step {step}; exiting.')

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from typing import Any, Callable
 
 import jax
 import ml_collections
 import numpy as np
 
+from genai import paths
 from genai.parallel import distributed
 from genai.parallel import mesh as mesh_lib
 from genai.parallel import sharding
@@ -26,19 +26,18 @@ from genai.train.checkpoints import Checkpointer
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'config.json'), 'w') as f:
-    f.write(config.to_json_best_effort(indent=2))
+  wd = paths.path(workdir)
+  wd.mkdir(parents=True, exist_ok=True)
+  (wd / 'config.json').write_text(config.to_json_best_effort(indent=2))
 
 
 def load_config(workdir: str, experiment: str | None = None) -> ml_collections.ConfigDict:
   """The config a workdir was trained with; checks it belongs to `experiment`."""
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.path(workdir) / 'config.json'
+  if not path.exists():
     raise FileNotFoundError(f'{path} not found: is {workdir!r} a genai workdir? Train first '
                             'with --config ... --workdir.')
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = ml_collections.ConfigDict(json.loads(path.read_text()))
   found = config.get('experiment')
   if experiment is not None and found != experiment:
     raise ValueError(f'{workdir!r} was trained by experiments.{found}, not '
@@ -53,20 +52,18 @@ def save_image_info(workdir: str, image_shape, value_range: str, num_classes: in
   """What an image family needs to rebuild its model for sampling without loading the data."""
   if jax.process_index() != 0:  # one host writes; the others computed the same
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, IMAGE_INFO), 'w') as f:
-    json.dump({'image_shape': list(image_shape), 'num_classes': int(num_classes),
-               'value_range': value_range}, f)
+  paths.write_json(paths.join(workdir, IMAGE_INFO),
+                   {'image_shape': list(image_shape), 'num_classes': int(num_classes),
+                    'value_range': value_range})
 
 
 def load_image_info(workdir: str, experiment: str) -> dict[str, Any]:
   """{'image_shape', 'num_classes', 'value_range'} written by `save_image_info`."""
-  path = os.path.join(workdir, IMAGE_INFO)
-  if not os.path.exists(path):
+  path = paths.path(workdir) / IMAGE_INFO
+  if not path.exists():
     raise FileNotFoundError(f'{path} not found: the run in {workdir!r} never built its task; '
                             f'train it first with experiments.{experiment}.')
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -93,43 +90,48 @@ class WorkdirSnapshot:
   MAX_KEPT_BYTES = 16 << 20
 
   def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(workdir)
+    self.workdir = paths.path(workdir)
     self.created = None  # the outermost folder that did not exist
     path = self.workdir
-    while not os.path.exists(path):
-      self.created, path = path, os.path.dirname(path)
+    # (On an object store a bucket's root always "exists"; folders exist once they hold
+    # something.)
+    while not path.exists() and path.parent != path:
+      self.created, path = path, path.parent
     self.before: dict[str, bytes | None] = {}
-    if self.created is None and os.path.isdir(self.workdir):
-      for name in os.listdir(self.workdir):
-        p = os.path.join(self.workdir, name)
-        small = os.path.isfile(p) and os.path.getsize(p) <= self.MAX_KEPT_BYTES
-        self.before[name] = _read_bytes(p) if small else None
+    if self.created is None and self.workdir.is_dir():
+      for p in self.workdir.iterdir():
+        small = p.is_file() and p.stat().length <= self.MAX_KEPT_BYTES
+        self.before[p.name] = _read_bytes(p) if small else None
 
   def undo(self) -> list[str]:
     """Restores the snapshot; returns what it removed or restored (names)."""
     if self.created is not None:
-      shutil.rmtree(self.created, ignore_errors=True)
-      return [self.created]
+      _remove(self.created)
+      return [os.fspath(self.created)]
     changed = []
-    for name in sorted(os.listdir(self.workdir)) if os.path.isdir(self.workdir) else []:
-      p = os.path.join(self.workdir, name)
-      if name not in self.before:
-        if os.path.isdir(p) and not os.path.islink(p):
-          shutil.rmtree(p, ignore_errors=True)
-        else:
-          os.remove(p)
-        changed.append(name)
-      elif self.before[name] is not None and _read_bytes(p) != self.before[name]:
-        with open(p, 'wb') as f:
-          f.write(self.before[name])
-        changed.append(name)
+    for p in sorted(self.workdir.iterdir()) if self.workdir.is_dir() else []:
+      if p.name not in self.before:
+        _remove(p)
+        changed.append(p.name)
+      elif self.before[p.name] is not None and _read_bytes(p) != self.before[p.name]:
+        p.write_bytes(self.before[p.name])
+        changed.append(p.name)
     return changed
 
 
-def _read_bytes(path: str) -> bytes | None:
+def _remove(p) -> None:
   try:
-    with open(path, 'rb') as f:
-      return f.read()
+    if p.is_dir() and not os.path.islink(os.fspath(p)):
+      p.rmtree()
+    elif p.exists():
+      p.unlink()
+  except OSError:
+    pass
+
+
+def _read_bytes(p) -> bytes | None:
+  try:
+    return p.read_bytes()
   except OSError:
     return None
 
@@ -173,7 +175,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
 
 def newest_step(workdir: str) -> int:
   """The step of a workdir's newest checkpoint (read-only: safe beside a running job)."""
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
+  ckpt = Checkpointer(paths.join(workdir, 'checkpoints'), asynchronous=False, read_only=True)
   try:
     step = ckpt.latest_step()
   finally:
@@ -188,7 +190,7 @@ def restore_params(workdir: str, step: int | None = None, *,
   """(params as numpy arrays, step) of the newest (or given) checkpoint, read without an
   abstract state (no optimizer to rebuild): for models loaded for inference only. With no
   checkpoint yet: FileNotFoundError ending in `train_hint`."""
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False,
+  ckpt = Checkpointer(paths.join(workdir, 'checkpoints'), asynchronous=False,
                       read_only=True)
   try:
     step = ckpt.latest_step() if step is None else step
@@ -207,7 +209,7 @@ def restore_state(workdir: str, init_state: Callable[..., Any],
   Reads without initialising: the abstract state comes from `jax.eval_shape`. Safe to call
   while a training run writes to the same workdir (read-only manager).
   """
-  ckpt = Checkpointer(os.path.join(workdir, 'checkpoints'), asynchronous=False,
+  ckpt = Checkpointer(paths.join(workdir, 'checkpoints'), asynchronous=False,
                       read_only=True)
   try:
     step = ckpt.latest_step() if step is None else step
