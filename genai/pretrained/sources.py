@@ -44,9 +44,10 @@ def config_of(spec: str) -> TransformerConfig:
     return hf.config_from_hf(paths.read_json(paths.join(where, 'config.json')), where)
   if kind in ('gguf', 'smollm2'):
     path = where if kind == 'gguf' else str(fetch.smollm2_path())
-    reader = gguf._reader(path)  # pylint: disable=protected-access
-    return gguf.config_from_metadata(gguf.read_metadata(reader),
-                                     {t.name for t in reader.tensors}, path)
+    with paths.local_copy(path) as local:  # the gguf reader memory-maps a local file
+      reader = gguf._reader(local)  # pylint: disable=protected-access
+      return gguf.config_from_metadata(gguf.read_metadata(reader),
+                                       {t.name for t in reader.tensors}, path)
   raise ValueError(f'{spec!r} is not a known source; use hf:DIR, gguf:FILE, smollm2 or '
                    'workdir:DIR.')
 
@@ -66,7 +67,8 @@ def load(spec: str, **overrides) -> tuple[TransformerConfig, Any, tokenizers.Tok
       tok = None
   elif kind in ('gguf', 'smollm2'):
     path = where if kind == 'gguf' else str(fetch.smollm2_path())
-    cfg, params, tok, _ = gguf.load_gguf(path)
+    with paths.local_copy(path) as local:
+      cfg, params, tok, _ = gguf.load_gguf(local)
   else:
     raise ValueError(f'model.init_from={spec!r} is not a known source; use hf:DIR, gguf:FILE, '
                      'smollm2 or workdir:DIR.')
