@@ -138,6 +138,7 @@ class Engine:
     self._queue: collections.deque[Request] = collections.deque()
     self._cond = threading.Condition()
     self._pending_params: tuple[Any, str] | None = None
+    self._started_rids: set[str] = set()  # responses with choices started and still queued
     self._stop = False
     self._thread: threading.Thread | None = None
     self.error: BaseException | None = None
@@ -170,7 +171,10 @@ class Engine:
 
   def swap_params(self, params: Any, version: str) -> None:
     """New weights (hot reload). Requests in flight finish on the weights they started
-    with; new ones wait (queued, not refused) until then and run on the new weights."""
+    with; new ones wait (queued, not refused) until then and run on the new weights. The
+    choices of one response (requests with the same `rid`) all run on one version: those
+    still queued when a swap is asked for, whose siblings already started, are admitted
+    before the swap."""
     with self._cond:
       self._pending_params = (params, version)
       self._cond.notify()
@@ -223,13 +227,12 @@ class Engine:
               self._cond.wait(timeout=left)
           if self._stop:
             break
-          if self._pending_params is not None and self.active == 0:
+          if (self._pending_params is not None and self.active == 0
+              and not self._siblings_queued()):
             (self.params, self.version), self._pending_params = self._pending_params, None
             for r in self._queue:
               r.version = self.version
-          admit = []
-          while self._queue and self._pending_params is None and len(admit) < self._free():
-            admit.append(self._queue.popleft())
+          admit = self._take_admissible()
         for req in admit:
           self._admit(req)
         self._reap_cancelled()
@@ -245,6 +248,32 @@ class Engine:
       for r in waiting:
         r.on_update('', [], 'error')
       raise
+
+  def _siblings_queued(self) -> bool:
+    """Whether a queued request belongs to a response whose other choices started."""
+    return any(r.rid in self._started_rids for r in self._queue)
+
+  def _take_admissible(self) -> list[Request]:
+    """The queued requests to start now (under the lock): the oldest ones that fit, or,
+    while a swap waits, only the siblings of started choices (same version for all)."""
+    admit: list[Request] = []
+    if self._pending_params is None:
+      while self._queue and len(admit) < self._free():
+        admit.append(self._queue.popleft())
+    elif self._started_rids:
+      rest: collections.deque[Request] = collections.deque()
+      for r in self._queue:
+        if r.rid in self._started_rids and len(admit) < self._free():
+          admit.append(r)
+        else:
+          rest.append(r)
+      self._queue = rest
+    for r in admit:  # remember a response whose other choices still wait in the queue
+      if r.rid and any(q.rid == r.rid for q in self._queue):
+        self._started_rids.add(r.rid)
+      else:
+        self._started_rids.discard(r.rid)
+    return admit
 
   def _has_work(self) -> bool:
     return bool(self._queue) or self.active > 0 or (

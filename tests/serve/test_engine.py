@@ -179,3 +179,40 @@ def test_swap_params_lets_running_requests_finish_on_old_weights(engine, served)
   assert later.version == 'zeros' and later_text == tok.decode([0] * 10)
   engine.swap_params(served.params, served.version)
   assert run_all(engine, [req(tok, 'The ', 40, temperature=0.0)])[0][0] == expected
+
+
+def test_a_swap_waits_for_every_choice_of_a_started_response(engine, served):
+  """6 choices of one response (one rid) on 4 slots: the swap is asked for as the first
+  choice starts, with two still queued; they run on the old weights too, so the response
+  has one version. A request submitted after the swap runs on the new weights."""
+  tok = served.tokenizer
+  [(expected, _)] = run_all(engine, [req(tok, 'The ', 40, temperature=0.0)])
+  zeros = jax.tree.map(jnp.zeros_like, served.params)
+  group = [req(tok, 'The ', 40, temperature=0.0) for _ in range(6)]
+  for r in group:
+    r.rid = 'cmpl-group'
+  done = [threading.Event() for _ in group]
+  swapped = []
+
+  def callback(k):
+    def cb(delta, tokens, reason):
+      if not swapped:  # in the engine thread, as the first choice is prefilled
+        swapped.append(engine.queue_depth)
+        engine.swap_params(zeros, 'zeros')
+      if reason is not None:
+        done[k].set()
+    return cb
+  for k, r in enumerate(group):
+    r.on_update = callback(k)
+  with engine._cond:  # pylint: disable=protected-access  (all six queued at once)
+    for r in group:
+      engine.submit(r)
+  assert all(d.wait(120) for d in done)
+  assert swapped == [2]  # two choices were still queued when the swap was asked for
+  later = req(tok, 'The ', 5, temperature=0.0)
+  [(later_text, _)] = run_all(engine, [later])
+  assert [r.version for r in group] == [served.version] * 6
+  assert [r.text for r in group] == [expected] * 6
+  assert later.version == 'zeros' and later_text == tok.decode([0] * 5)
+  engine.swap_params(served.params, served.version)
+  assert run_all(engine, [req(tok, 'The ', 40, temperature=0.0)])[0][0] == expected
