@@ -13,12 +13,19 @@ import pytest
 from genai.feedback import local_postgres
 from genai.feedback.store import FeedbackStore
 from genai.serve import api
-from serving_helpers import running_server
-# The shared fixtures (pytest finds them in this module's namespace):
-from serving_helpers import engine, served  # pylint: disable=unused-import
+from serving_helpers import make_engine, running_server
+# The shared fixture (pytest finds it in this module's namespace):
+from serving_helpers import served  # pylint: disable=unused-import
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'feedback'))
 from pg_fixtures import new_database  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(scope='module')
+def engine(served):  # pylint: disable=redefined-outer-name
+  e = make_engine(served, num_slots=1)  # one slot: the fewest shapes to compile
+  yield e
+  e.stop()
 
 
 class _Sqlite:
