@@ -18,6 +18,7 @@ benchmarks, notebooks) defines no global flags.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from genai import errors
+from genai.train import compile_cache
 
 
 def define_flags(action: str = 'sample',
@@ -51,6 +53,9 @@ def main(train_fn: Callable[[Any, str], Any], action_fn: Callable[[Any], None],
     f = flags.FLAGS
     if not f['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
+      # TensorFlow (TensorBoard's writer, tfds) prints an INFO banner on import otherwise.
+      os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
+    compile_cache.enable()
     if not f.workdir:
       raise app.UsageError('--workdir is required.')
     if f[action].value:

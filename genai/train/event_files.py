@@ -12,32 +12,49 @@ import os
 import shutil
 import tempfile
 
-from clu import metric_writers
-
 from genai import paths
 
+# clu's metric writers import TensorFlow (2 s and more): only a run that writes events pays it,
+# not the commands that merely import the loop (sampling, export, serving).
 
-def open_writer(workdir: str) -> metric_writers.MetricWriter:
+
+def open_writer(workdir: str):
+  """A clu MetricWriter of TensorBoard events into `workdir` (local or remote)."""
+  from clu import metric_writers  # pylint: disable=import-outside-toplevel
   if not paths.is_remote(workdir):
     return metric_writers.AsyncWriter(metric_writers.SummaryWriter(paths.join(workdir)))
-  return _StagedWriter(workdir)
+  return _StagedWriter(workdir, metric_writers)
 
 
-class _StagedWriter(metric_writers.MultiWriter):
+def null_writer():
+  """A writer that writes nothing (processes other than 0), without importing clu."""
+  return _NullWriter()
+
+
+class _NullWriter:
+
+  def __getattr__(self, name):  # write_scalars, write_images, flush, close, ...
+    return lambda *args, **kwargs: None
+
+
+class _StagedWriter:
   """Writes event files locally; `flush`/`close` upload the changed ones to `workdir`."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, metric_writers):
     self._staging = tempfile.mkdtemp(prefix='genai-events-')
     self._dst = paths.path(workdir)
     self._sizes: dict[str, int] = {}
-    super().__init__([metric_writers.AsyncWriter(metric_writers.SummaryWriter(self._staging))])
+    self._writer = metric_writers.AsyncWriter(metric_writers.SummaryWriter(self._staging))
+
+  def __getattr__(self, name):  # write_scalars, write_images, write_hparams, ...
+    return getattr(self._writer, name)
 
   def flush(self) -> None:
-    super().flush()
+    self._writer.flush()
     self._upload()
 
   def close(self) -> None:
-    super().close()
+    self._writer.close()
     self._upload()
     shutil.rmtree(self._staging, ignore_errors=True)
 

@@ -14,6 +14,7 @@ logs, and every process takes part in writing each (sharded) checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import signal
@@ -22,7 +23,6 @@ import threading
 import time
 from typing import Any, Callable, Iterator
 
-from clu import metric_writers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -201,7 +201,9 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   if not is_chief:
     print_fn = lambda _: None  # Only process 0 logs.
   peak = throughput.peak_flops_per_device(peak_flops_per_device)
-  writer = event_files.open_writer(workdir) if is_chief else metric_writers.MultiWriter([])
+  timers = RunTimers()
+  t_start = time.perf_counter()
+  writer = event_files.open_writer(workdir) if is_chief else event_files.null_writer()
   ckpt = Checkpointer(paths.join(workdir, 'checkpoints'), max_to_keep=max_to_keep)
   init_rng, step_rng = jax.random.split(jax.random.key(seed))
 
@@ -240,7 +242,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
   # --- The loop. Metrics of call c are fetched after call c+1 is dispatched. ----------
   pending = None  # (first step, device metrics stacked over the call's steps)
   window: list[dict[str, float]] = []
-  t_window, steps_window, t_start = time.perf_counter(), 0, time.perf_counter()
+  timers.add('start-up', time.perf_counter() - t_start)  # writer, checkpoint scan, init
+  t_window, steps_window = time.perf_counter(), 0
   last_step = min(num_steps, start + stop_after) if stop_after else num_steps
 
   def flush():
@@ -265,9 +268,13 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
       step = start
       while step < last_step:
         k = min(steps_per_call, last_step - step)
-        batches = sharding.global_batch(stack_batches([next(task.train_iter) for _ in range(k)]),
-                                        batch_sharding, batch_axis=1)
-        state, metrics = multi_step(state, batches, np.int32(step + 1))
+        with timers('data wait'):
+          batches = sharding.global_batch(
+              stack_batches([next(task.train_iter) for _ in range(k)]), batch_sharding,
+              batch_axis=1)
+        # The first call traces and compiles (then dispatches asynchronously).
+        with timers('compile' if step == start else 'steps'):
+          state, metrics = multi_step(state, batches, np.int32(step + 1))
         flush()
         pending = (step + 1, metrics)
         before, step = step, step + k
@@ -301,7 +308,8 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
         if task.evaluate is not None and (crossed(eval_every, before, step)
                                           or step == num_steps):
           flush()
-          results = task.evaluate(state, step)
+          with timers('eval'):
+            results = task.evaluate(state, step)
           scalars = _write_eval(writer, step, results)
           print_fn(f'eval @ {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
           for key, v in results.items():
@@ -311,16 +319,49 @@ def train(task: Task, *, workdir: str, num_steps: int, seed: int = 0, log_every:
 
         if crossed(checkpoint_every, before, step) or is_last or preemption.requested:
           flush()  # Never checkpoint a state whose steps produced non-finite metrics.
-          ckpt.save(step, state, task.train_iter.get_state())
-          writer.flush()  # A remote workdir's event files go up with each checkpoint.
+          with timers('checkpoints'):
+            ckpt.save(step, state, task.train_iter.get_state())
+            writer.flush()  # A remote workdir's event files go up with each checkpoint.
           t_window = time.perf_counter()
         if preemption.requested:
           print_fn(f'SIGTERM: saved checkpoint at step {step}; exiting.')
           break
     flush()
   finally:
-    ckpt.close()  # Waits for an in-flight async save, so the last good one completes.
-    writer.flush()
-    writer.close()
-  print_fn(f'Trained steps {start + 1}..{step} in {_format_seconds(time.perf_counter() - t_start)}.')
+    with timers('checkpoints'):
+      ckpt.close()  # Waits for an in-flight async save, so the last good one completes.
+      writer.flush()
+      writer.close()
+  total = time.perf_counter() - t_start
+  print_fn(f'Trained steps {start + 1}..{step} in {_format_seconds(total)}.')
+  print_fn(timers.summary(total))
   return state
+
+
+class RunTimers:
+  """Wall time of a run by phase: `with timers('eval'): ...`; `summary(total)` is the line
+  printed at the end of every run. The steps' device time is what is left of the loop's
+  time once the other phases are out ('steps': dispatch and waiting on the device, logging)."""
+
+  ORDER = ('start-up', 'compile', 'steps', 'data wait', 'eval', 'checkpoints')
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  def add(self, name: str, seconds: float) -> None:
+    self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+  @contextlib.contextmanager
+  def __call__(self, name: str):
+    t0 = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.add(name, time.perf_counter() - t0)
+
+  def summary(self, total: float) -> str:
+    s = dict(self.seconds)
+    s['steps'] = max(0.0, total - sum(v for k, v in s.items() if k != 'steps'))
+    parts = [f'{k} {s[k]:.1f}s ({100 * s[k] / max(total, 1e-9):.0f}%)'
+             for k in self.ORDER if s.get(k)]
+    return f'Time {total:.1f}s: ' + ', '.join(parts)
