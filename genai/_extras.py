@@ -2,11 +2,12 @@
 when one is missing.
 
 `pip install genai` holds what training, sampling and evaluation need; the parts a trainer
-on a TPU VM does not need are extras (setup.py's OPTIONAL names the same four):
+on a TPU VM does not need are extras (setup.py's OPTIONAL names the same five):
 
   serve     python -m genai.serve (FastAPI, uvicorn, Prometheus metrics)
   export    python -m genai.export (orbax-export, LiteRT)
   feedback  genai.feedback's store (SQLAlchemy): serve --feedback, experiments.retrain
+  gcs       gs:// paths through fsspec's gcsfs, with EPATH_USE_TF=false (genai/paths.py)
   plots     the plots of genai.safety's bias-audit reports, and the notebooks' (matplotlib)
 
 A module of an optional part imports its third-party packages inside `needs(extra, part)`:
@@ -29,6 +30,7 @@ MODULES = {
     'serve': ('fastapi', 'starlette', 'pydantic', 'uvicorn', 'prometheus_client'),
     'export': ('orbax.export', 'ai_edge_litert'),
     'feedback': ('sqlalchemy',),
+    'gcs': ('gcsfs',),
     'plots': ('matplotlib',),
 }
 

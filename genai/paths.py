@@ -13,7 +13,9 @@ trees written locally by such libraries (a SavedModel) go up with `upload_tree`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -33,7 +35,21 @@ def is_remote(p: PathLike) -> bool:
 def path(p: PathLike) -> epath.Path:
   """`p` as an `epath.Path`: a URI as it is, a local path made absolute."""
   s = os.fspath(p)
-  return epath.Path(s if is_remote(s) else os.path.abspath(os.path.expanduser(s)))
+  if not is_remote(s):
+    return epath.Path(os.path.abspath(os.path.expanduser(s)))
+  if s.startswith('gs://'):
+    _check_gcs_backend()
+  return epath.Path(s)
+
+
+@functools.lru_cache(maxsize=1)
+def _check_gcs_backend() -> None:
+  """With EPATH_USE_TF=false epath reaches gs:// through gcsfs: say which extra brings it."""
+  if (os.environ.get('EPATH_USE_TF', '').lower() in ('false', 'no', 'f', '0')
+      and importlib.util.find_spec('gcsfs') is None):
+    # genai/_extras.py's line (this module imports nothing from genai).
+    raise ImportError("a gs:// path with EPATH_USE_TF=false needs the gcs extra: "
+                      "pip install 'genai[gcs]' (missing: gcsfs)")
 
 
 def join(p: PathLike, *names: str) -> str:
