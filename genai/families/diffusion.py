@@ -19,6 +19,7 @@ from genai.models.unet import UNet
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
@@ -88,7 +89,7 @@ class ImageSampler:
     static = dict(model=self.model, shape=(batch,) + self.image_shape,
                   num_classes=self.num_classes, prediction=self.prediction,
                   clip_range=self.clip_range, sampler=sampler,
-                  steps=int(steps) if sampler == 'ddim' else 0,
+                  steps=int(steps) if sampler in ('ddim', 'dpm++') else 0,
                   eta=float(eta) if sampler == 'ddim' else 0.0, guidance=float(guidance))
     out = []
     for i, start in enumerate(range(0, num_images, batch)):
@@ -128,6 +129,7 @@ def fast_key(rng: jax.Array) -> jax.Array:
 
 def state_fns(config: ml_collections.ConfigDict, model, image_shape, num_classes: int):
   tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+  tx = transfer.optimizer(config, tx)  # train.freeze, and LoRA's frozen base
 
   def init_state(rng, teacher=None):
     x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
@@ -167,12 +169,13 @@ def load_workdir(workdir: str, step: int | None = None):
   config = workdir_lib.load_config(workdir, 'diffusion')
   info = workdir_lib.load_image_info(workdir, 'diffusion')
   model = make_backbone(config.model, info['image_shape'], info['num_classes'])
-  init_state, _ = state_fns(config, model, info['image_shape'], info['num_classes'])
+  init_state, _ = state_fns(config, transfer.lora_model(config, model), info['image_shape'],
+                            info['num_classes'])
   _, teacher_abstract = load_teacher(config, info['image_shape'], info['num_classes'],
                                       weights=False)
   init_args = () if teacher_abstract is None else (teacher_abstract,)
   state, _ = workdir_lib.restore_state(workdir, init_state, step, init_args)
-  return config, model, state['ema_params'], info
+  return config, model, transfer.merged_params(config, state['ema_params']), info
 
 
 def sample(workdir: str, *, num_images: int, out: str, sampler: str | None = None,
