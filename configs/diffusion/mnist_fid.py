@@ -1,0 +1,35 @@
+"""Diffusion on MNIST for the FID budget (issue 26): at most 90 minutes of training on one
+core of a 2-core CPU (the other core trains the GAN recipe, configs/gan/mnist_fid.py).
+
+The recipe, chosen by the pilots recorded in docs/image_models.md ("FID within a CPU
+budget"): the CPU-sized UNet of configs/diffusion/mnist.py (2x2 space-to-depth stem, 32/64
+channels at 14x14/7x7, attention in the 7x7 middle; 0.68M params): in a pilot at equal
+minutes it beat the 64-channel version (3x slower a step) by 2x in FID-domain.
+v-prediction on the cosine schedule, Adam 1e-3 cosine to 1e-4 over 20,000 steps, EMA
+0.9995, and DPM-Solver++(2M) sampling with 20 log-SNR-spaced steps.
+
+  python -m experiments.diffusion --workdir runs/diff_fid \
+    --config configs/diffusion/mnist_fid.py:path=../shared/data/mnist
+then train -> sample 10,000 -> FID/KID/precision/recall against the MNIST test set:
+  python -m benchmarks.image_fid_budget --family diffusion --workdir runs/diff_fid ...
+Config args: `runlocal`, `path=` / `tfds=` (data).
+"""
+from configs import common
+from configs.diffusion import base
+from configs.diffusion import mnist
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, runlocal=False, path='', tfds='')
+  c = mnist.get_config(f'path={args.path},tfds={args.tfds}' if (args.path or args.tfds)
+                       else None)
+  c.diffusion.prediction = 'v'
+  c.ema.decay = 0.9995
+  c.sample.sampler = 'dpm++'
+  c.sample.steps = 20
+  c.train.num_steps = 20_000
+  c.train.eval_every = 2000
+  c.train.checkpoint_every = 2000
+  c.train.max_to_keep = 20          # every checkpoint is a point of the FID-vs-minutes curve
+  c.eval.num_examples = 1024
+  return base.apply_runlocal(c) if args.runlocal else c
