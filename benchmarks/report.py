@@ -76,6 +76,10 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('lm_train_fast', _LM, 'python -m benchmarks.lm_train --result_name lm_train_fast --out '
      f'runs/bench/lm_train_fast.json --config configs/lm/shakespeare_char_fast.py:path={TINY}',
      'fast recipe, 1,500 steps (time to val loss 1.89)', 2, (TINY,)),
+    ('lm_command_cache', _LM, 'python -m benchmarks.lm_command_cache --steps 200 '
+     f'--config configs/lm/shakespeare_char.py:path={TINY}',
+     'the baby recipe (200 steps) twice from scratch: the second run reads the compilation '
+     'cache', 5, (TINY,)),
     ('nanogpt_reference', _LM, f'python -m benchmarks.nanogpt_reference --data {TINY} '
      '--seeds 0,1,2,3', "nanoGPT's own baby run in PyTorch (clip 1.0, decay 0.1), seeds 0-3", 5,
      (TINY, 'module:torch')),
