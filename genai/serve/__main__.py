@@ -60,6 +60,17 @@ def build(f) -> tuple:
   from genai.serve.engine import Engine  # pylint: disable=import-outside-toplevel
   if sum(bool(x) for x in (f.workdir, f.pretrained, f.registry)) != 1:
     raise absl_app.UsageError('Give exactly one of --workdir, --pretrained or --registry.')
+  store = None  # a URL first: a bad one is one line before minutes of loading and compiling
+  feedback_db = f.feedback_db or os.environ.get('GENAI_FEEDBACK_DB', '')
+  if feedback_db:
+    from genai.feedback import store as store_lib  # pylint: disable=import-outside-toplevel
+    # Lazy: a replica may start before its database; /readyz says 503 until it answers.
+    store = store_lib.FeedbackStore(feedback_db, lazy=True)
+    try:
+      store.ping()
+    except store_lib.StoreUnavailable as e:
+      logging.warning('%s; serving anyway: /readyz and the routes that need it answer 503 '
+                      'until it is back', e)
   version_fn = load_fn = None
   if f.registry:
     version_fn, load_fn = reload.registry_fns(f.registry)
@@ -82,20 +93,10 @@ def build(f) -> tuple:
     logging.info('compiling prefill for buckets %s and the decode tick', engine.buckets)
     engine.warmup()
     engine.start()
-  store = None
-  feedback_db = f.feedback_db or os.environ.get('GENAI_FEEDBACK_DB', '')
-  if f.feedback or feedback_db:
-    from genai.feedback import store as store_lib  # pylint: disable=import-outside-toplevel
-    if feedback_db:
-      # Lazy: a replica may start before its database; /readyz says 503 until it answers.
-      store = store_lib.FeedbackStore(feedback_db, lazy=True)
-      try:
-        store.ping()
-      except store_lib.StoreUnavailable as e:
-        logging.warning('%s; serving anyway: /readyz and the routes that need it answer 503 '
-                        'until it is back', e)
-    elif f.registry or f.workdir:
-      store = store_lib.FeedbackStore.for_workdir(f.registry or f.workdir)
+  if f.feedback and store is None:  # beside the model, once it is known to load
+    from genai.feedback.store import FeedbackStore  # pylint: disable=import-outside-toplevel
+    if f.registry or f.workdir:
+      store = FeedbackStore.for_workdir(f.registry or f.workdir)
     else:
       raise ValueError('--feedback with --pretrained needs --feedback_db (where to keep it).')
   output_filter = None

@@ -5,6 +5,8 @@ either replica lands in the one database (benchmarks/serve_replicas.py's helpers
 import concurrent.futures
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -88,3 +90,15 @@ def test_two_replicas_follow_one_registry_and_share_one_database(tmp_path, lm_wo
       assert got is not None and got['version'] == r['body']['system_fingerprint']
       assert [x['rating'] for x in store.feedback_for(r['body']['id'])['ratings']] == [1]
     assert store.stats()['generations'] == len(rows)
+
+
+@pytest.mark.slow  # a start of the command line
+def test_command_line_bad_database_url_is_one_line_before_loading(tmp_path):
+  env = {**os.environ, 'GENAI_FEEDBACK_DB': 'postgres://genai:secret@db/feedback'}
+  r = subprocess.run([sys.executable, '-m', 'genai.serve', f'--workdir={tmp_path}'],
+                     cwd=serve_replicas.results_lib.REPO, env=env, capture_output=True,
+                     text=True, timeout=120)
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 1 and lines[-1].startswith("error: feedback database URL 'postgres://...'")
+  assert 'postgresql+psycopg://' in lines[-1] and 'secret' not in r.stderr
+  assert 'Traceback' not in r.stderr and 'a genai workdir' not in r.stderr  # before the model
