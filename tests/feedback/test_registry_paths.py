@@ -8,7 +8,7 @@ import json
 import os
 
 from etils import epath
-from etils.epath import testing as _  # pylint: disable=unused-import  (epath.testing)
+from etils.epath import testing as epath_testing
 
 from genai.feedback.registry import Registry
 from genai.serve import reload
@@ -33,7 +33,7 @@ def test_registry_in_a_bucket(tmp_path, lm_workdir, monkeypatch):
       return original(local(path), *args, **kw)
     return fn
 
-  with epath.testing.mock_epath(**{n: through(n) for n in (
+  with epath_testing.mock_epath(**{n: through(n) for n in (
       'open', 'exists', 'makedirs', 'mkdir', 'isdir', 'replace', 'rename', 'remove')}):
     reg = Registry('gs://models/registry')
     assert reg.root == 'gs://models/registry' and not reg.exists()
