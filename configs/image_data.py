@@ -15,6 +15,7 @@ def get_image_data_config(**overrides) -> ml_collections.ConfigDict:
   d.eval_split = 'test'
   d.max_examples = 0         # 0 = all training images
   d.eval_examples = 0        # 0 = the whole eval split
+  d.classes = ''             # '' = all; '0-4' or '0,2,4': only images of these labels
   d.image_size = 0           # 0 = keep; N = resize to N x N
   d.value_range = '[-1,1]'   # '[-1,1]' | '[0,1]'
   d.binarize = False         # dynamic binarisation (Bernoulli likelihoods; needs '[0,1]')
@@ -43,6 +44,26 @@ def add_fid_eval_fields(eval_cfg: ml_collections.ConfigDict) -> ml_collections.C
   eval_cfg.kid_subsets = 100
   eval_cfg.kid_subset_size = 1000
   return eval_cfg
+
+
+# LoRA targets of the DiT: its attention and MLP dense layers (module paths 'block_0/qkv').
+DIT_LORA_TARGETS = r'block_\d+/(qkv|attn_out|fc_in|fc_out)$'
+
+
+def add_transfer_fields(c: ml_collections.ConfigDict, lora: bool = False
+                        ) -> ml_collections.ConfigDict:
+  """Transfer learning of the image families (genai/train/transfer.py): model.init_from
+  ('' = random init, 'workdir:DIR' = start from another workdir of the same family),
+  train.freeze (regex over parameter paths; matches get no updates) and, with `lora`, the
+  LoRA block (rank 0 = off)."""
+  c.model.init_from = ''
+  c.train.freeze = ''
+  if lora:
+    # train: base parameters that still train under LoRA (the class table: new classes).
+    c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, dropout=0.0,
+                                            targets=DIT_LORA_TARGETS,
+                                            train='label/embedding$'))
+  return c
 
 
 def data_from_arg(d: ml_collections.ConfigDict, arg) -> ml_collections.ConfigDict:

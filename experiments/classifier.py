@@ -27,6 +27,7 @@ from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
 from genai.train import supervised
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
@@ -54,8 +55,11 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   classifier_lib.write_info(workdir, image_shape=data.image_shape,
                             value_range=data.value_range, num_classes=data.num_classes)
   tx, schedule = make_optimizer(config.optimizer, tc.num_steps)
+  tx = transfer.optimizer(config, tx)  # train.freeze
   init_state = supervised.init_fn(model, jnp.zeros((1,) + tuple(data.image_shape), jnp.float32),
                                   tx)
+  init_state, init_args = transfer.init_from(config, 'classifier', init_state,
+                                             num_classes=data.num_classes, workdir=workdir)
   train_step = supervised.make_train_step(_loss_fn(model), tx, schedule)
 
   eval_fn = make_eval_fn(model, int(config.eval.batch_size))
@@ -65,7 +69,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     return eval_fn(state['params'], data.eval_images, data.eval_labels)
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
-                   evaluate=evaluate, examples_per_step=tc.batch_size)
+                   evaluate=evaluate, examples_per_step=tc.batch_size, init_args=init_args)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

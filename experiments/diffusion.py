@@ -34,6 +34,7 @@ from genai.parallel import mesh as mesh_lib
 from genai.train import ema as ema_lib
 from genai.train import cli
 from genai.train import loop
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 
 # =========================== Building blocks ===========================================
@@ -80,11 +81,14 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   image_shape = data.image_shape
   workdir_lib.save_image_info(workdir, image_shape, data.value_range, num_classes)
 
-  model = make_backbone(config.model, image_shape, num_classes)
+  model = transfer.lora_model(config, make_backbone(config.model, image_shape, num_classes))
   sched = dfn.make_schedule(config.diffusion)
   dfn.check_prediction(config.diffusion.prediction)
   init_state, (tx, lr_schedule) = state_fns(config, model, image_shape, num_classes)
   teacher_model, teacher_params = load_teacher(config, image_shape, num_classes)
+  init_state, init_args = transfer.init_from(  # model.init_from (genai/train/transfer.py)
+      config, 'diffusion', init_state, () if teacher_params is None else (teacher_params,),
+      num_classes=num_classes, workdir=workdir)
   train_loss = _loss_fn(model, sched, config, num_classes, train=True,
                         teacher_model=teacher_model)
   eval_loss = _loss_fn(model, sched, config, num_classes, train=False)
@@ -159,7 +163,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
                    evaluate=evaluate, examples_per_step=tc.batch_size,
-                   init_args=() if teacher_params is None else (teacher_params,))
+                   init_args=init_args)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

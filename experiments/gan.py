@@ -38,6 +38,7 @@ from genai.parallel import mesh as mesh_lib
 from genai.parallel import per_device
 from genai.train import cli
 from genai.train import loop
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 from genai.train.ema import ema_decay, ema_update
 
@@ -135,6 +136,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   nets = GanNets(config, data.image_shape)
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
   init_state, tx_g, tx_d = state_fns(config, nets)
+  init_state, init_args = transfer.init_from(config, 'gan', init_state, workdir=workdir)
   train_step = make_train_step(config, nets, (tx_g, tx_d))
 
   ec = config.eval
@@ -165,7 +167,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
                    evaluate=evaluate, examples_per_step=tc.batch_size * tc.n_critic,
-                   per_device=bool(tc.get('per_device', False)))
+                   per_device=bool(tc.get('per_device', False)), init_args=init_args)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

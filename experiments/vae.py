@@ -34,6 +34,7 @@ from genai.sample import image_files
 from genai.parallel import mesh as mesh_lib
 from genai.train import cli
 from genai.train import loop
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 
 
@@ -157,6 +158,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   workdir_lib.save_image_info(workdir, data.image_shape, data.value_range)
 
   init_state, (tx, schedule) = state_fns(config, model)
+  init_state, init_args = transfer.init_from(config, 'vae', init_state, workdir=workdir)
   loss_fn = objectives.make_loss_fn(model, beta=float(config.objective.beta))
 
   def train_step(state, batch, rng):
@@ -170,7 +172,7 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
   evaluate = make_evaluator(config, model, data.eval_images, data.value_range, workdir)
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
-                   evaluate=evaluate, examples_per_step=tc.batch_size)
+                   evaluate=evaluate, examples_per_step=tc.batch_size, init_args=init_args)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

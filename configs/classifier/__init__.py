@@ -31,6 +31,7 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 500            # the whole eval split is scored at every eval
+  image_data.add_transfer_fields(c)  # model.init_from, train.freeze
   return c
 
 

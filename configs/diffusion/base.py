@@ -64,6 +64,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 256
   c.eval.num_samples = 64             # images in the eval sample grid (0 = none)
   image_data.add_fid_eval_fields(c.eval)  # FID/KID of samples at eval time (off)
+  image_data.add_transfer_fields(c, lora=True)  # model.init_from, train.freeze, lora
   return c
 
 

@@ -58,6 +58,7 @@ def get_base_config() -> ml_collections.ConfigDict:
                                   # for the EMA params (see experiments/gan.py)
   c.eval.num_real = 256           # test images scored by D at every eval (0 = skip)
   image_data.add_fid_eval_fields(c.eval)  # FID/KID of samples at eval time (off)
+  image_data.add_transfer_fields(c)       # model.init_from, train.freeze
   return c
 
 

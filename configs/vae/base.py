@@ -45,6 +45,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval.num_samples = 64           # prior samples in the image grid
   c.eval.num_reconstructions = 32   # eval images shown beside their reconstructions
   image_data.add_fid_eval_fields(c.eval)  # FID/KID of samples at eval time (off)
+  image_data.add_transfer_fields(c)       # model.init_from, train.freeze
   return c
 
 

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from genai import errors
 from genai.data import batching
 from genai.data import images as images_lib
 from genai.data import token_shards
@@ -388,6 +389,10 @@ def load_streamed_image_data(data_cfg: Any, *, batch_size: int, seed: int,
   ArrayRecord). Training batches are decoded per batch (in `num_workers` processes when
   > 0); the eval split (capped by data.eval_examples) is one array, as ImageData holds it."""
   get = data_cfg.get
+  if images_lib.parse_classes(get('classes', '')):
+    raise errors.UserError(f"data.classes is not supported with data.source={get('source')!r}",
+                           "use an in-memory source (embedded, idx, folder, tfds) or set "
+                           "data.classes=''")
   value_range = get('value_range', '[-1,1]')
   binarize = bool(get('binarize', False))
   train_split, eval_split = get('train_split', 'train'), get('eval_split', 'test')

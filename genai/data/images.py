@@ -578,6 +578,37 @@ def make_image_iterator(images_f32: np.ndarray, labels: np.ndarray | None, *,
 # ------------------------------------------------------ one call for an experiment.
 
 
+def parse_classes(spec: Any) -> tuple[int, ...]:
+  """data.classes: '' (all), '0-4', '5,7,9' or a list of ints -> the sorted class ids."""
+  if isinstance(spec, (list, tuple)):
+    items = [str(v) for v in spec]
+  else:
+    items = [v.strip() for v in str(spec or '').split(',') if v.strip()]
+  out = set()
+  try:
+    for item in items:
+      lo, sep, hi = item.partition('-')
+      out.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+  except ValueError:
+    raise errors.UserError(f'data.classes={spec!r} is not a list of classes',
+                           "write them as '0-4' or '0,2,4'") from None
+  return tuple(sorted(out))
+
+
+def select_classes(images: np.ndarray, labels: np.ndarray | None, keep: tuple[int, ...],
+                   split: str) -> tuple[np.ndarray, np.ndarray]:
+  """The images (and labels, unchanged) of the classes in `keep`."""
+  if labels is None:
+    raise errors.UserError(f'data.classes={list(keep)} but split {split!r} has no labels',
+                           "use labelled data or set data.classes=''")
+  mask = np.isin(labels, keep)
+  if not mask.any():
+    raise errors.UserError(f'data.classes={list(keep)} keeps no image of split {split!r} '
+                           f'(its labels are {sorted(set(labels.tolist()))[:10]})',
+                           'name classes the data has')
+  return images[mask], labels[mask]
+
+
 @dataclasses.dataclass
 class ImageData:
   """What an image experiment needs: train batches, a fixed eval set and its shape."""
@@ -601,8 +632,12 @@ def load_image_data(data_cfg: Any, *, batch_size: int, seed: int) -> ImageData:
   limit = int(data_cfg.get('max_examples', 0) or 0)
   size = int(data_cfg.get('image_size', 0) or 0) or None
 
+  keep = parse_classes(data_cfg.get('classes', ''))
+
   def split(name, cap):
     x, y = load_images(data_cfg, name)
+    if keep:
+      x, y = select_classes(x, y, keep, name)
     if cap:
       x, y = x[:cap], (None if y is None else y[:cap])
     return preprocess(x, image_size=size, value_range=value_range), y

@@ -20,6 +20,7 @@ from genai import paths
 from genai import families
 from genai.models.dcgan import SPECTRAL, Discriminator, Generator, base_size
 from genai.sample import image_files
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
@@ -104,6 +105,9 @@ def state_fns(config: ml_collections.ConfigDict, nets: GanNets):
   steps = config.train.num_steps
   tx_g, sched_g = make_optimizer(config.optimizer_g, steps)
   tx_d, sched_d = make_optimizer(config.optimizer_d, steps * config.train.n_critic)
+  # train.freeze sees 'generator/<path>' and 'discriminator/<path>'.
+  tx_g = transfer.optimizer(config, tx_g, 'generator/')
+  tx_d = transfer.optimizer(config, tx_d, 'discriminator/')
 
   def init_state(rng):
     rng_g, rng_d = jax.random.split(rng)

@@ -14,6 +14,7 @@ import numpy as np
 from genai import families
 from genai.models.vae import VAE, make_vae
 from genai.objectives import vae as objectives
+from genai.train import transfer
 from genai.train import workdir as workdir_lib
 from genai.train.optimizers import make_optimizer
 
@@ -21,6 +22,7 @@ from genai.train.optimizers import make_optimizer
 def state_fns(config: ml_collections.ConfigDict, model: VAE):
   """init_state(rng) -> {'params', 'opt_state', 'step'}, and (optimizer, lr schedule)."""
   tx, schedule = make_optimizer(config.optimizer, config.train.num_steps)
+  tx = transfer.optimizer(config, tx)  # train.freeze
   shape = model.cfg.image_shape
 
   def init_state(rng):

@@ -201,5 +201,6 @@ def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array,
 def make_vae(model_cfg: Any, image_shape: Sequence[int]) -> VAE:
   """A VAE from a `config.model` block (ConfigDict or dict) and the data's (H, W, C)."""
   d = dict(model_cfg) if not hasattr(model_cfg, 'to_dict') else model_cfg.to_dict()
+  d.pop('init_from', None)  # where the weights start (genai/train/transfer.py), not a field
   d['image_shape'] = tuple(image_shape)
   return VAE(VAEConfig.from_dict(d))

@@ -49,16 +49,21 @@ def param_path(path) -> str:
   return '/'.join(str(k.key) for k in path if hasattr(k, 'key'))
 
 
-def freeze(tx: optax.GradientTransformation, pattern: str) -> optax.GradientTransformation:
-  """Parameters whose path matches `pattern` (re.search) get zero updates and no state."""
+def freeze(tx: optax.GradientTransformation, pattern: str,
+           prefix: str = '') -> optax.GradientTransformation:
+  """Parameters whose path matches `pattern` (re.search) get zero updates and no state.
+  `prefix` is put before every path the pattern sees (e.g. the GAN's 'generator/')."""
   import re  # pylint: disable=import-outside-toplevel
   regex = re.compile(pattern)
 
   def labels(params):
     out = jax.tree_util.tree_map_with_path(
-        lambda path, _: 'frozen' if regex.search(param_path(path)) else 'train', params)
+        lambda path, _: 'frozen' if regex.search(prefix + param_path(path)) else 'train',
+        params)
     if 'train' not in jax.tree.leaves(out):
-      raise ValueError(f'train.freeze={pattern!r} freezes every parameter; nothing would train.')
+      of = f' of the {prefix.rstrip("/")}' if prefix else ''
+      raise ValueError(f'train.freeze={pattern!r} freezes every parameter{of}; nothing would '
+                       'train.')
     return out
 
   return optax.multi_transform({'train': tx, 'frozen': optax.set_to_zero()}, labels)
