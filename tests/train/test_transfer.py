@@ -4,6 +4,7 @@ adapters get gradients), and one-line errors for a missing or foreign source."""
 import functools
 import json
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -191,6 +192,52 @@ def _lora_config(rank=2):
   c.lora = ml_collections.ConfigDict(dict(rank=rank, alpha=4.0, dropout=0.0,
                                           targets=r'block_\d+/(qkv|attn_out|fc_in|fc_out)$'))
   return c
+
+
+class _TwoDense(nn.Module):
+  """A stand-in backbone: a class table and two dense layers under 'block_0'."""
+
+  @nn.compact
+  def __call__(self, x, y):
+    h = x + nn.Embed(4, 3, name='label')(y)
+    h = nn.tanh(_Block(name='block_0')(h))
+    return nn.Dense(2, name='final')(h)
+
+
+class _Block(nn.Module):
+  @nn.compact
+  def __call__(self, h):
+    return nn.Dense(3, name='qkv')(h)
+
+
+def test_lora_backbone_trains_adapters_and_lora_train_only():
+  """The mechanism on a tiny stand-in (the DiT itself: the slow test below): zero gradients
+  on the base except `lora.train`, and the output equal to the merged weights'."""
+  config = _lora_config()
+  config.lora.targets = r'block_0/qkv$'
+  config.lora.train = 'label/embedding$'
+  model = transfer.lora_model(config, _TwoDense())
+  x, y = jnp.ones((2, 3)), jnp.array([0, 3])
+  tx = transfer.optimizer(config, optax.sgd(1.0))
+
+  @_jit
+  def run():
+    params = model.init(jax.random.key(0), x, y)['params']
+    params['lora'] = jax.tree.map(lambda v: v + 0.3, params['lora'])
+    loss = lambda p: jnp.sum(model.apply({'params': p}, x, y) ** 2)
+    value, grads = jax.value_and_grad(loss)(params)
+    merged = lora_lib.merge(params['base'], params['lora'], transfer.lora_config(config))
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return value, grads, jnp.sum(_TwoDense().apply({'params': merged}, x, y) ** 2), updates
+
+  value, grads, merged_value, updates = run()
+  flat_g = transfer.flat(grads['base'])
+  assert float(jnp.abs(flat_g['label/embedding']).max()) > 0
+  assert all(float(jnp.abs(g).max()) == 0 for k, g in flat_g.items() if k != 'label/embedding')
+  assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads['lora']))
+  np.testing.assert_allclose(value, merged_value, rtol=1e-6)
+  assert float(jnp.abs(updates['base']['label']['embedding']).max()) > 0
+  assert float(jnp.abs(updates['base']['block_0']['qkv']['kernel']).max()) == 0
 
 
 @pytest.mark.slow  # ~5 s of CPU (compiling the DiT's forward and backward)
