@@ -153,6 +153,15 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      ('module:transformers',)),
     ('serve_load', 'serving', f'python -m benchmarks.serve_load --data {TINY}',
      '32 clients, 320 requests on the Tiny Shakespeare model', 2, (TINY,)),
+    ('fid_image_gpt', _EVAL, _fid('fid_image_gpt', 'runs/bench/image_gpt_mnist/samples.npz'),
+     'FID/KID/PR of 2,000 image_gpt samples (binary pixels)', 4, (MNIST,)),
+    ('fid_binarised_floor', _EVAL,
+     _fid('fid_binarised_floor', 'runs/bench/image_gpt_mnist/binarised_train.npz'),
+     'FID/KID/PR of 2,000 binarised real train images (the floor for binary pixels)', 4,
+     (MNIST,)),
+    ('serve_replicas', 'serving', 'python -m benchmarks.serve_replicas --requests 480',
+     '1 and 2 API replicas on one PostgreSQL store and one registry, 480 completions + '
+     'ratings each, v2 promoted mid-load', 8),
     ('serve_load_smollm2', 'serving',
      'python -m benchmarks.serve_load --pretrained smollm2 --requests 128 --clients 32 '
      '--result_name serve_load_smollm2',
