@@ -130,6 +130,14 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('diffusion_mnist_10k', _IMAGE,
      _diffusion('diffusion_mnist_10k', '--config.train.num_steps=10000'),
      'the same UNet diffusion, 10,000 steps, 2,000 DDIM-50 samples', 30, (MNIST,)),
+    ('image_transfer', _IMAGE, 'python -m benchmarks.image_transfer --cases vae,diffusion '
+     '--pretrain_steps 400 --steps 200 --eval_every 25',
+     'VAE and class-conditional UNet diffusion pretrained on 8x8 digits 0-4, then 200 steps on '
+     '5-9 from that start vs from scratch: held-out loss, steps to the scratch loss', 15),
+    ('image_transfer_dit', _IMAGE, 'python -m benchmarks.image_transfer --cases dit '
+     '--pretrain_steps 400 --steps 200 --eval_every 25 --result_name image_transfer_dit',
+     'class-conditional DiT pretrained on digits 0-4, then 200 steps on 5-9: scratch, full '
+     'fine-tune and LoRA rank 8', 20),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
