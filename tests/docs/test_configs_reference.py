@@ -30,6 +30,7 @@ import configs.classifier as classifier_base
 from configs.diffusion import base as diffusion_base
 from configs.diffusion import dit_digits
 from configs.gan import base as gan_base
+from configs.image_gpt import base as image_gpt_base
 from configs.lm import base as lm_base
 import configs.text_classifier as text_classifier_base
 from configs.vae import base as vae_base
@@ -75,6 +76,8 @@ FAMILIES = {
     'vae': ('`configs/vae/base.py`', 'vae', lambda: flatten(vae_base.get_base_config()), True),
     'gan': ('`configs/gan/base.py`', 'gan', lambda: flatten(gan_base.get_base_config()), True),
     'diffusion': ('`configs/diffusion/base.py`', 'diffusion', _diffusion_fields, True),
+    'image_gpt': ('`configs/image_gpt/base.py`', 'image_gpt',
+                  lambda: flatten(image_gpt_base.get_base_config()), True),
     'classifier': ('`configs/classifier/__init__.py`', 'classifier',
                    lambda: flatten(classifier_base.get_base_config()), True),
     'text_classifier': ('`configs/text_classifier/__init__.py`', 'text_classifier',
