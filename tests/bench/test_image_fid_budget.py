@@ -1,0 +1,29 @@
+"""benchmarks/image_fid_budget.py: training minutes from the loop's log, resumes included."""
+import pytest
+
+from benchmarks import image_fid_budget as bench
+
+
+def test_train_seconds_from_log_windows_and_a_resume():
+  log = ['I0000 noise', 'step 100/900 | loss 0.5 | 200.0 ms/step | ETA 1m',
+         'eval @ 100: eval/loss 0.3', 'step 200/900 | loss 0.4 | 100.0 ms/step | ETA 1m',
+         'step 300/900 | loss 0.3 | 100.0 ms/step | ETA 1m',
+         # killed after step 300; resumed from the checkpoint at 200: step 300 is redone
+         'step 300/900 | loss 0.3 | 150.0 ms/step | ETA 1m',
+         'step 400/900 | loss 0.3 | 100.0 ms/step | ETA 1m']
+  sec = bench.train_seconds_by_step(log)
+  assert sec == pytest.approx({100: 20.0, 200: 30.0, 300: 45.0, 400: 55.0})
+  assert bench.minutes_at(400, sec) == pytest.approx(55.0 / 60)
+  assert bench.minutes_at(250, sec) == pytest.approx(37.5 / 60)  # interpolated
+  assert bench.minutes_at(50, sec) == pytest.approx(10.0 / 60)   # from 0 at step 0
+  # A SIGTERM stop between log lines, then the resumed run's first window from there.
+  stop = ['step 100/900 | loss 0.5 | 200.0 ms/step | ETA 1m',
+          'SIGTERM: saved checkpoint at step 148; exiting.', 'Trained steps 1..148 in 0m31s.',
+          'step 200/900 | loss 0.4 | 100.0 ms/step | ETA 1m']
+  assert bench.train_seconds_by_step(stop) == pytest.approx({100: 20.0, 148: 29.6, 200: 34.8})
+
+
+def test_other_lines_and_the_throughput_suffix():
+  lines = ['step 1000/100000 | loss 2.1545 | 183.5 ms/step | 1.2k tok/s | ETA 5h',
+           'Trained steps 1..1000 in 3m03s.', 'eval @ 1000: eval/fid_domain 12.0']
+  assert bench.train_seconds_by_step(lines) == pytest.approx({1000: 183.5})
