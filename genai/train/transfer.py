@@ -199,11 +199,11 @@ def entry_report(plan: list[LeafPlan]) -> dict[str, Any]:
 
 
 def count_frozen(config: ml_collections.ConfigDict, family: str, abstract: Any) -> dict[str, int]:
-  """{'trainable': n, 'frozen': n} parameters of the family's trainable trees under
+  """{'trainable': n, 'frozen': n, 'pattern'} parameters of the family's trainable trees under
   train.freeze (and LoRA: the base frozen, the adapters trainable)."""
   pattern = freeze_pattern(config)
   regex = re.compile(pattern) if pattern else None
-  out = {'trainable': 0, 'frozen': 0}
+  out = {'trainable': 0, 'frozen': 0, 'pattern': pattern}
   for entry, prefix in TRAINABLE.get(family, {}).items():
     if entry not in abstract:
       continue
@@ -215,9 +215,10 @@ def count_frozen(config: ml_collections.ConfigDict, family: str, abstract: Any) 
 
 def format_report(report: dict[str, Any]) -> str:
   """The lines a run prints."""
+  classes = (f", {report['source_classes']} -> {report['target_classes']} classes"
+             if report['source_classes'] or report['target_classes'] else '')
   lines = [f"model.init_from={report['source']!r} ({report['family']}, step "
-           f"{report['step']}, {report['source_classes']} -> {report['target_classes']} "
-           'classes; used on a fresh start only):']
+           f"{report['step']}{classes}; used on a fresh start only):"]
   for entry, r in report['entries'].items():
     line = (f"  {entry}: {r['loaded']} leaves loaded, {r['extended']} extended, "
             f"{r['re_initialised']} re-initialised; {r['loaded_parameters']:,} of "
@@ -229,7 +230,9 @@ def format_report(report: dict[str, Any]) -> str:
         line += f"\n    {key.split('_paths')[0].replace('_', '-')}: {', '.join(shown)}{more}"
     lines.append(line)
   f = report['freeze']
-  lines.append(f"  frozen: {f['frozen']:,} parameters, trainable: {f['trainable']:,}")
+  none = (f" (train.freeze={f['pattern']!r} matches no parameter)"
+          if f.get('pattern') and not f['frozen'] else '')
+  lines.append(f"  frozen: {f['frozen']:,} parameters{none}, trainable: {f['trainable']:,}")
   return '\n'.join(lines)
 
 
