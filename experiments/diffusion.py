@@ -22,6 +22,7 @@ from genai import paths
 from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
+from genai.families import resolve_num_classes
 # The family's reading side, re-exported: experiments.diffusion.sample / load_workdir /
 # make_backbone / ImageSampler / sample_labels are what scripts and notebooks call.
 from genai.families.diffusion import (BACKBONES, ImageSampler, fast_key, load_teacher,  # pylint: disable=unused-import
@@ -36,18 +37,6 @@ from genai.train import cli
 from genai.train import loop
 from genai.train import transfer
 from genai.train import workdir as workdir_lib
-
-# =========================== Building blocks ===========================================
-
-def resolve_num_classes(config: ml_collections.ConfigDict, data_classes: int) -> int:
-  if not config.model.class_conditional:
-    return 0
-  if not data_classes:
-    raise ValueError('model.class_conditional=True but the data has no labels; use labelled '
-                     'data (or a folder with one subfolder per class) or set '
-                     'model.class_conditional=False.')
-  return int(data_classes)
-
 
 # =========================== The task for the shared loop ==============================
 

@@ -29,6 +29,7 @@ from genai.data import batching
 from genai.data import image_shards
 from genai.data import images as images_lib
 from genai.evaluation import sample_evaluator
+from genai.families import resolve_num_classes
 # The family's reading side, re-exported: experiments.image_gpt.sample / load_workdir.
 from genai.families.image_gpt import (ImageGpt, bits_per_dim, load_workdir, make_model,  # pylint: disable=unused-import
                                       sample, sample_labels, state_fns)
@@ -39,16 +40,6 @@ from genai.train import cli
 from genai.train import loop
 from genai.train import supervised
 from genai.train import workdir as workdir_lib
-
-
-def resolve_num_classes(config: ml_collections.ConfigDict, data_classes: int) -> int:
-  if not config.model.class_conditional:
-    return 0
-  if not data_classes:
-    raise ValueError('model.class_conditional=True but the data has no labels; use labelled '
-                     'data (or a folder with one subfolder per class) or set '
-                     'model.class_conditional=False.')
-  return int(data_classes)
 
 
 def token_batch(net: ImageGpt, images, labels) -> dict[str, jax.Array]:

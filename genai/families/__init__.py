@@ -76,6 +76,33 @@ def image_outputs(images: jax.Array, value_range: str) -> dict[str, jax.Array]:
   return {'images': images, 'images_uint8': to_uint8(images, value_range)}
 
 
+def resolve_num_classes(config: Any, data_classes: int) -> int:
+  """The class count of an image model: 0 unless config.model.class_conditional, else the
+  data's (ValueError when the data has no labels)."""
+  if not config.model.class_conditional:
+    return 0
+  if not data_classes:
+    raise ValueError('model.class_conditional=True but the data has no labels; use labelled '
+                     'data (or a folder with one subfolder per class) or set '
+                     'model.class_conditional=False.')
+  return int(data_classes)
+
+
+def sample_labels(num_images: int, num_classes: int, label: int = -1) -> np.ndarray | None:
+  """The labels to sample a class-conditional image model with: None (unconditional), all
+  `label`, or the classes in turn 0, 1, ... when label < 0."""
+  if not num_classes:
+    if label >= 0:
+      raise ValueError('--label given but the model is unconditional; train with '
+                       'model.class_conditional=True.')
+    return None
+  if label >= num_classes:
+    raise ValueError(f'--label={label} is not a class of this model (0..{num_classes - 1}).')
+  if label >= 0:
+    return np.full((num_images,), label, np.int32)
+  return (np.arange(num_images) % num_classes).astype(np.int32)
+
+
 def names() -> tuple[str, ...]:
   """Every family this installation has (the modules of this package)."""
   return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_')))

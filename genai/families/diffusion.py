@@ -102,18 +102,7 @@ class ImageSampler:
     return np.concatenate(out)[:num_images]
 
 
-def sample_labels(num_images: int, num_classes: int, label: int = -1):
-  """None (unconditional), all `label`, or classes cycled 0, 1, ..., when label < 0."""
-  if not num_classes:
-    if label >= 0:
-      raise ValueError('--label given but the model is unconditional; train with '
-                       'model.class_conditional=True (config arg `cond`).')
-    return None
-  if label >= num_classes:
-    raise ValueError(f'--label={label} is not a class of this model (0..{num_classes - 1}).')
-  if label >= 0:
-    return np.full((num_images,), label, np.int32)
-  return (np.arange(num_images) % num_classes).astype(np.int32)
+sample_labels = families.sample_labels  # re-exported: experiments.diffusion.sample_labels
 
 
 def fast_key(rng: jax.Array) -> jax.Array:

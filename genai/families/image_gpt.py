@@ -84,17 +84,7 @@ class ImageGpt:
     return np.asarray(self.images(out[:, 1:]))
 
 
-def sample_labels(num_images: int, num_classes: int, label: int = -1) -> np.ndarray | None:
-  """None (unconditional), every image `label`, or label -1: classes in turn 0, 1, ..."""
-  if not num_classes:
-    if label >= 0:
-      raise ValueError('--label given but this model is unconditional.')
-    return None
-  if label >= num_classes:
-    raise ValueError(f'--label={label} is not a class of this model (0..{num_classes - 1}).')
-  if label >= 0:
-    return np.full((num_images,), label, np.int32)
-  return (np.arange(num_images) % num_classes).astype(np.int32)
+sample_labels = families.sample_labels  # re-exported: experiments.image_gpt.sample_labels
 
 
 def make_model(config: ml_collections.ConfigDict, image_shape, num_classes: int,
