@@ -180,6 +180,13 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      'one serve -> feedback -> DPO retrain -> promote round', 2, (TINY,)),
     ('moderation_throughput', 'safety', 'python -m benchmarks.moderation_throughput',
      'rules and classifier texts/s on 10,000 texts', 1),
+    ('bias_mitigation', 'safety', f'python -m benchmarks.bias_mitigation --data {TINY}',
+     'the same char GPT without and with each data.mitigation pass (dedup, rebalance, CDA, '
+     'all), 600 steps x 2 seeds each: audit gap and held-out loss', 10, (TINY,)),
+    ('bias_mitigation_2k', 'safety', 'python -m benchmarks.bias_mitigation --data '
+     f'{TINY} --steps 2000 --seeds 0,1,2 --variants none,cda --result_name bias_mitigation_2k '
+     '--out_dir runs/bench/bias_mitigation_2k',
+     'the same without and with counterfactual augmentation, 2,000 steps x 3 seeds', 8, (TINY,)),
 ))
 _BY_NAME = {b.name: b for b in BENCHMARKS}
 
