@@ -40,6 +40,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from genai import paths
 from genai.safety.audit_data import (_WORD_RE, DEFAULT_GROUPS, _match_terms, _tokenize,
                                      duplicate_clusters, load_groups, match_case,
                                      validate_groups)
@@ -215,10 +216,9 @@ def mitigate_corpus(text: str, data_cfg: Any, workdir: str | None = None
   train, val = split_heldout(text, float(data_cfg.get('val_fraction', 0.0)), mit.split)
   train, report = mit.apply_to_text(train)
   report['heldout_chars'] = len(val)
-  if workdir:
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, 'mitigation.json'), 'w', encoding='utf-8') as f:
-      json.dump({'config': dataclasses.asdict(mit), **report}, f, indent=1)
+  if workdir:  # local or remote (gs://...), through the one path layer
+    paths.write_json(paths.join(workdir, 'mitigation.json'),
+                     {'config': dataclasses.asdict(mit), **report}, indent=1)
   from absl import logging  # pylint: disable=import-outside-toplevel
   logging.info('data.mitigation: %d -> %d training documents, %d -> %d characters; %s',
                report['docs_in'], report['docs_out'], report['chars_in'], report['chars_out'],
