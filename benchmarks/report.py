@@ -133,11 +133,12 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('image_transfer', _IMAGE, 'python -m benchmarks.image_transfer --cases vae,diffusion '
      '--pretrain_steps 400 --steps 200 --eval_every 25',
      'VAE and class-conditional UNet diffusion pretrained on 8x8 digits 0-4, then 200 steps on '
-     '5-9 from that start vs from scratch: held-out loss, steps to the scratch loss', 15),
+     '5-9 from that start vs from scratch: held-out loss, steps to the scratch loss, '
+     'FID-domain of 500 samples', 8),
     ('image_transfer_dit', _IMAGE, 'python -m benchmarks.image_transfer --cases dit '
      '--pretrain_steps 400 --steps 200 --eval_every 25 --result_name image_transfer_dit',
      'class-conditional DiT pretrained on digits 0-4, then 200 steps on 5-9: scratch, full '
-     'fine-tune and LoRA rank 8', 20),
+     'fine-tune and LoRA rank 8 (loss, steps to the scratch loss, FID-domain)', 6),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
