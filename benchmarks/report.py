@@ -139,6 +139,11 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--pretrain_steps 400 --steps 200 --eval_every 25 --result_name image_transfer_dit',
      'class-conditional DiT pretrained on digits 0-4, then 200 steps on 5-9: scratch, full '
      'fine-tune and LoRA rank 8 (loss, steps to the scratch loss, FID-domain)', 6),
+    ('image_gpt_mnist', _IMAGE, 'python -m benchmarks.image_gpt_mnist --out_dir '
+     f'runs/bench/image_gpt_mnist --config configs/image_gpt/mnist.py:path={MNIST} '
+     '--config.train.num_steps=1200 --num_samples 2000',
+     'class-conditional GPT over binarised 2x2-pixel tokens, 1,200 steps, 2,000 samples', 30,
+     (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
