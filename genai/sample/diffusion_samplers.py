@@ -139,50 +139,57 @@ def ddim_chain(model_fn: ModelFn, s: dfn.Schedule, x_T: jax.Array, *, num_steps:
   return x
 
 
-def logsnr_timesteps(s: dfn.Schedule, num_steps: int) -> np.ndarray:
-  """Increasing step indices whose log-SNRs lambda_t = log(sqrt(abar) / sqrt(1 - abar)) are
-  spread evenly between lambda_{T-1} and lambda_0 (each rounded to the nearest trained step,
-  duplicates dropped: a schedule whose ends are steep, like the clipped cosine, may give a
-  few fewer than `num_steps`). The spacing DPM-Solver recommends for few steps."""
+def _logsnr_taus(s: dfn.Schedule, num_steps: int) -> jax.Array:
+  """[num_steps] int32 step indices, noisy -> clean, whose log-SNRs are evenly spaced (each
+  the nearest trained step). jnp throughout: the schedule may be traced (a jit argument)."""
   ddim_timesteps(s.num_timesteps, num_steps)  # the same range check
-  abar = np.asarray(s.alphas_cumprod, np.float64)
-  lam = 0.5 * (np.log(abar) - np.log1p(-abar))        # decreasing in t
-  grid = np.linspace(lam[-1], lam[0], num_steps)
-  return np.unique(np.argmin(np.abs(lam[None, :] - grid[:, None]), axis=1)).astype(np.int32)
+  abar = s.alphas_cumprod.astype(jnp.float32)
+  lam = 0.5 * (jnp.log(abar) - jnp.log1p(-abar))        # decreasing in t
+  grid = jnp.linspace(lam[-1], lam[0], num_steps)
+  return jnp.argmin(jnp.abs(lam[None, :] - grid[:, None]), axis=1).astype(jnp.int32)
+
+
+def logsnr_timesteps(s: dfn.Schedule, num_steps: int) -> np.ndarray:
+  """`num_steps` non-decreasing step indices whose log-SNRs lambda_t = log(sqrt(abar) /
+  sqrt(1 - abar)) are spread evenly between lambda_{T-1} and lambda_0, each rounded to the
+  nearest trained step: the spacing DPM-Solver recommends for few steps. A schedule with
+  steep ends (the clipped cosine) can round two to the same step; the solver then spends a
+  model call on a zero-length step (the count stays static, so it compiles once)."""
+  return np.asarray(_logsnr_taus(s, num_steps))[::-1]
 
 
 def dpm_solver_pp_chain(model_fn: ModelFn, s: dfn.Schedule, x_T: jax.Array, *,
                         num_steps: int, prediction: str = 'eps', clip_range=(-1.0, 1.0)):
   """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", Alg. 2): a deterministic multistep
   solver of the probability-flow ODE in data (x0) prediction, on timesteps tau_i evenly
-  spaced in log-SNR (`logsnr_timesteps`; at most `num_steps` model calls).
+  spaced in log-SNR (`logsnr_timesteps`; `num_steps` model calls).
 
   With alpha = sqrt(abar), sigma = sqrt(1 - abar), lambda = log(alpha / sigma) and
   h_i = lambda_{i} - lambda_{i-1} (moving from tau_{i-1} to the less noisy tau_i):
     x_i = (sigma_i / sigma_{i-1}) x_{i-1} - alpha_i (exp(-h_i) - 1) D_i,
     D_i = (1 + 1 / (2 r_i)) x0_{i-1} - 1 / (2 r_i) x0_{i-2},  r_i = h_{i-1} / h_i,
-  with D = x0_{i-1} (first order, = DDIM) on the first step. The last step goes to the
-  clean data (abar = 1, sigma = 0, lambda = inf), where every order gives x = x0_hat (the
-  "lower order final" of the paper), as DDIM's last step does. Second order in the step
-  size where DDIM is first order: the same quality in fewer model calls. (On DDIM's
-  evenly spaced t the first and last steps are huge in lambda and the two-step
-  extrapolation gains little: tests/sample/test_diffusion_samplers.py.)
+  with D = x0_{i-1} (first order, = DDIM) on the first step (and after a zero-length one).
+  The last step goes to the clean data (abar = 1, sigma = 0, lambda = inf), where every
+  order gives x = x0_hat (the "lower order final" of the paper), as DDIM's last step does.
+  Second order in the step size where DDIM is first order: the same quality in fewer model
+  calls. (On DDIM's evenly spaced t the first and last steps are huge in lambda and the
+  two-step extrapolation gains little: tests/sample/test_diffusion_samplers.py.) The
+  coefficients are jnp functions of the schedule, so it may be a traced jit argument.
   """
   dfn.check_prediction(prediction)
-  taus = logsnr_timesteps(s, num_steps)[::-1]                      # noisy -> clean
-  abar = np.asarray(s.alphas_cumprod, np.float64)[taus]
-  alpha, sigma = np.sqrt(abar), np.sqrt(1.0 - abar)
-  lam = np.log(alpha) - np.log(sigma)
-  n = len(taus)
-  # Per step i (1..n-1) from taus[i-1] to taus[i]; the final x0 read-out is outside.
-  h = np.diff(lam)                                                  # [n-1] > 0
-  r = np.append(1.0, h[:-1] / np.where(h[1:] == 0, 1.0, h[1:]))     # r_i = h_{i-1}/h_i
-  first = np.arange(n - 1) == 0
-  c_prev = np.where(first, 1.0, 1.0 + 1.0 / (2.0 * r))              # weight of x0_{i-1}
-  c_prev2 = np.where(first, 0.0, -1.0 / (2.0 * r))                  # weight of x0_{i-2}
+  taus = _logsnr_taus(s, num_steps)                                 # noisy -> clean
+  abar = s.alphas_cumprod[taus].astype(jnp.float32)
+  alpha, sigma = jnp.sqrt(abar), jnp.sqrt(1.0 - abar)
+  lam = jnp.log(alpha) - jnp.log(sigma)
+  # Step i (0..n-2) goes from taus[i] to taus[i+1]; the final x0 read-out is outside.
+  h = lam[1:] - lam[:-1]                                            # [n-1] >= 0
+  h_prev = jnp.concatenate([jnp.zeros((1,), h.dtype), h[:-1]])
+  first = h_prev <= 0                                               # step 0, or after a repeat
+  r = jnp.where(first, 1.0, h_prev / jnp.where(h > 0, h, 1.0))
+  c_prev = jnp.where(first, 1.0, 1.0 + 0.5 / r)                     # weight of x0_{i-1}
+  c_prev2 = jnp.where(first, 0.0, -0.5 / r)                         # weight of x0_{i-2}
   ratio = sigma[1:] / sigma[:-1]
-  coef = -alpha[1:] * np.expm1(-h)
-  f32 = lambda a: jnp.asarray(a, jnp.float32)
+  coef = -alpha[1:] * jnp.expm1(-h)
   b = x_T.shape[0]
 
   def x0_at(x, t):
@@ -197,9 +204,8 @@ def dpm_solver_pp_chain(model_fn: ModelFn, s: dfn.Schedule, x_T: jax.Array, *,
     d = cp * x0_prev + cp2 * x0_prev2
     return (rt * x + cf * d, x0_prev), None
 
-  (x, _), _ = jax.lax.scan(
-      step, (x_T, jnp.zeros_like(x_T)),
-      (jnp.asarray(taus[:-1]), f32(c_prev), f32(c_prev2), f32(ratio), f32(coef)))
+  (x, _), _ = jax.lax.scan(step, (x_T, jnp.zeros_like(x_T)),
+                           (taus[:-1], c_prev, c_prev2, ratio, coef))
   return x0_at(x, taus[-1])
 
 

@@ -191,3 +191,18 @@ def test_dpm_solver_pp_first_step_is_ddim_and_sample_dispatch():
   wild = lambda x, t: -5.0 * jnp.ones_like(x)
   x = ds.sample(wild, s, (16, 2, 2, 1), jax.random.key(0), sampler='dpm++', num_steps=10)
   assert float(jnp.min(x)) >= -1.0 - 1e-5 and float(jnp.max(x)) <= 1.0 + 1e-5
+
+
+def test_dpm_solver_pp_under_jit_with_the_schedule_traced():
+  """The image sampler jits the chain with the schedule as an argument (a regression: numpy
+  coefficients failed there); a repeated step of a steep schedule is a no-op step."""
+  s = _schedule('cosine', 1000)
+  taus = ds.logsnr_timesteps(s, 20)
+  assert len(taus) == 20 and np.all(np.diff(taus) >= 0) and len(np.unique(taus)) < 20
+  x_T = jax.random.normal(jax.random.key(8), (64, 1, 1, 1))
+  jitted = jax.jit(lambda sched, x: ds.dpm_solver_pp_chain(optimal_eps(sched), sched, x,
+                                                           num_steps=20, clip_range=None))
+  eager = ds.dpm_solver_pp_chain(optimal_eps(s), s, x_T, num_steps=20, clip_range=None)
+  np.testing.assert_allclose(jitted(s, x_T), eager, atol=1e-5)
+  exact = _exact_ode_endpoint(s, np.asarray(x_T, np.float64))
+  assert float(np.max(np.abs(np.asarray(eager) - exact))) < 0.05
