@@ -45,7 +45,6 @@ def test_token_nll_matches_numpy():
   np.testing.assert_allclose(got, numpy_nll(logits, tokens, 16), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.slow  # three compiles (the fast tier has the uniform closed form)
 def test_image_nll_is_the_chain_rule_and_bits_per_dim_the_numpy_sum():
   net, params = _net()
   rng = np.random.default_rng(1)
@@ -105,7 +104,6 @@ def _full_forward_sample(net, params, labels, rng, temperature):
   return seq[:, 1:]
 
 
-@pytest.mark.slow  # a decoder compile and a reference sampler: ~4 s
 @pytest.mark.parametrize('temperature', [0.0, 1.0])
 def test_kv_cache_sampling_equals_the_full_forward_sampler(temperature):
   net, params = _net()
