@@ -144,6 +144,19 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--config.train.num_steps=1200 --num_samples 2000',
      'class-conditional GPT over binarised 2x2-pixel tokens, 1,200 steps, 2,000 samples', 30,
      (MNIST,)),
+    ('fid_budget_diffusion', _IMAGE, 'python -m benchmarks.image_fid_budget --family '
+     'diffusion --workdir runs/i26/diff_fid --config '
+     f'configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 --ref_count 2000 '
+     '--num_samples 2000 --curve_samples 1000 --curve_features domain:runs/i26/clf '
+     '--result_name fid_budget_diffusion',
+     'issue 26: the FID-budget diffusion recipe, FID against training minutes (one core)',
+     110, (MNIST,)),
+    ('fid_budget_gan', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
+     f'--workdir runs/i26/gan_fid --config configs/gan/mnist_fid.py:path={MNIST} '
+     '--train_minutes 90 --ref_count 2000 --num_samples 2000 --curve_samples 1000 '
+     '--curve_features domain:runs/i26/clf --result_name fid_budget_gan',
+     'issue 26: the FID-budget GAN recipe (hinge, SN, TTUR), FID against training minutes',
+     110, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
