@@ -143,6 +143,7 @@ def _exact_ode_endpoint(s, x_T):
   return MU + SD * (x_T - np.sqrt(ab) * MU) / np.sqrt(ab * SD ** 2 + 1 - ab)
 
 
+@pytest.mark.slow  # 3-4 s: six / three compiled chains
 def test_dpm_solver_pp_is_far_closer_to_the_exact_ode_solution_than_ddim():
   s = _schedule('linear', 1000)
   x_T = jax.random.normal(jax.random.key(5), (512, 1, 1, 1))
@@ -176,6 +177,7 @@ def test_logsnr_timesteps():
     ds.logsnr_timesteps(s, 0)
 
 
+@pytest.mark.slow  # 3-4 s: six / three compiled chains
 def test_dpm_solver_pp_first_step_is_ddim_and_sample_dispatch():
   s = _schedule('cosine', 100)
   model = optimal_eps(s)
