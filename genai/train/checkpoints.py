@@ -73,6 +73,9 @@ class Checkpointer:
     problem = self.check_step(step)
     if problem:
       raise self._damaged(step, problem)
+    # Before the read: a failed read's TensorStore callbacks can fire into orbax's closed
+    # event loop while the error is still on its way up.
+    _filter_unraisable()
     items = {'state': ocp.args.StandardRestore(abstract_state)}
     has_data = (paths.path(self.directory) / str(step) / 'data').is_dir()
     if has_data:
@@ -233,23 +236,36 @@ def _read_failure(e: BaseException) -> str:
 _QUIETED = False
 
 
+def _filter_unraisable() -> None:
+  """Drops the 'Event loop is closed' RuntimeErrors that TensorStore's callbacks raise into
+  orbax's closed event loop after a failed read (the error raised names the problem)."""
+  global _FILTERED
+  if _FILTERED:
+    return
+  _FILTERED = True
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if (isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc)) or (
+        'reading array index' in str(exc)):
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
+_FILTERED = False
+
+
 def _quiet_orbax_failure() -> None:
   """After a failed restore, orbax's abandoned coroutines and TensorStore's callbacks into
   the closed event loop print pages of 'Event loop is closed' and 'exception was never
   retrieved' as they are collected; the error raised names the problem, so drop them."""
   global _QUIETED
+  _filter_unraisable()
   if not _QUIETED:
     _QUIETED = True
     logging.getLogger('asyncio').setLevel(logging.CRITICAL)
     warnings.filterwarnings('ignore', message=r'coroutine .* was never awaited')
-    previous = sys.unraisablehook
-
-    def hook(unraisable):
-      exc = unraisable.exc_value
-      if (isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc)) or (
-          'reading array index' in str(exc)):
-        return
-      previous(unraisable)
-
-    sys.unraisablehook = hook
   gc.collect()
