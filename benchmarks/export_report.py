@@ -36,6 +36,7 @@ from benchmarks import results as results_lib
 from configs.diffusion import mnist as diffusion_mnist
 from configs.gan import mnist as gan_mnist
 from configs.vae import mnist as vae_mnist
+from genai import paths
 from genai.families import diffusion, gan, lm
 from genai.families import vae as vae_family
 from genai.export import saved_model as sm
@@ -119,7 +120,7 @@ def report(name: str, built, tmp: str, *, warmup: int, iters: int) -> dict[str, 
   sm.save(params, sigs, sm_dir, default=sig_name)
   row: dict[str, Any] = {'model': name, 'call': sig_name,
                          'params': sum(np.size(x) for x in jax.tree.leaves(params)),
-                         'saved_model_MB': sm.dir_bytes(sm_dir) / 1e6}
+                         'saved_model_MB': paths.tree_bytes(sm_dir) / 1e6}
   fn = jax.jit(sigs[sig_name].fn)
   want = np.asarray(fn(params, inputs)[key])
   row['jax_ms'] = _median_ms(lambda: jax.block_until_ready(fn(params, inputs)), warmup, iters)

@@ -10,7 +10,6 @@ a `tf.function(jit_compile=True)`, so TF runs it with XLA exactly as JAX would.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Sequence
 
 import jax
@@ -43,7 +42,3 @@ def save(params: Any, signatures: dict[str, Signature], path: str, *,
              for k, s in signatures.items()]
   oex.ExportManager(module, configs).save(path)
 
-
-def dir_bytes(path: str) -> int:
-  """Total size of the files under `path` (a SavedModel's size on disk)."""
-  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)

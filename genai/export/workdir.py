@@ -85,7 +85,7 @@ def export_workdir(workdir: str, out: str, *,
       (paths.path(out) / version_dir).rmtree()
     sm.save(params, sigs, sm_dir, default=default, platforms=platforms)
     if format != 'tflite':
-      info['files'][version_dir] = sm.dir_bytes(sm_dir)
+      info['files'][version_dir] = paths.tree_bytes(sm_dir)
     if format != 'saved_model':
       for name in (k for k, s in sigs.items() if s.tflite):
         for q in ('none',) if quantize == 'none' else ('none', quantize):

@@ -64,8 +64,8 @@ class _StagedWriter:
     self._dst.mkdir(parents=True, exist_ok=True)
     for name in sorted(os.listdir(self._staging)):
       local = os.path.join(self._staging, name)
-      size = os.path.getsize(local)
-      if os.path.isfile(local) and self._sizes.get(name) != size:
+      size = os.path.getsize(local) if os.path.isfile(local) else None
+      if size is not None and self._sizes.get(name) != size:
         with open(local, 'rb') as f:
           (self._dst / name).write_bytes(f.read())
         self._sizes[name] = size
