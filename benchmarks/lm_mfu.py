@@ -82,7 +82,7 @@ def measure(pr: dict, *, batch_per_device: int = 4, steps: int = 10, steps_per_c
   state = init(jax.random.key(0))
   train_step = lm.make_train_step(lm_objectives.make_loss_fn(c, model), training)
   step = loop.make_multi_step(train_step, jax.random.key(1), mesh,
-                              sharding.state_shardings(abstract))
+                              sharding.state_shardings(abstract), unroll=False)  # as lm.py
   rng = np.random.default_rng(0)
   k = steps_per_call
   tokens = rng.integers(0, pr['vocab'], (k, batch, pr['block'] + 1), dtype=np.int32)

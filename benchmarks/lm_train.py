@@ -59,7 +59,7 @@ def time_step(task: loop.Task, steps: int, steps_per_call: int) -> float:
                                          *task.init_args)
   state = init(jax.random.key(0), *task.init_args)
   multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh,
-                                    sharding.state_shardings(abstract))
+                                    sharding.state_shardings(abstract), unroll=task.unroll_steps)
   calls = max(steps // steps_per_call, 1)
   batch_sharding = sharding.batch_sharding(mesh, leading=1)
   batches = [sharding.global_batch(

@@ -122,7 +122,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
                    evaluate=evaluate, examples_per_step=tc.batch_size,
                    tokens_per_step=tc.batch_size * net.seq_len,
-                   flops_per_step=tc.batch_size * net.seq_len * cfg.flops_per_token(net.seq_len))
+                   flops_per_step=tc.batch_size * net.seq_len * cfg.flops_per_token(net.seq_len),
+                   unroll_steps=False)  # a transformer: a rolled scan compiles faster
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

@@ -222,7 +222,8 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
                    evaluate=evaluate, tokens_per_step=tc.batch_size * block,
                    examples_per_step=tc.batch_size,
                    flops_per_step=model.config.flops_per_token(block) * tc.batch_size * block,
-                   init_args=(models.pretrained, models.teacher_params))
+                   init_args=(models.pretrained, models.teacher_params),
+                   unroll_steps=False)  # no convolutions: a rolled scan compiles 4x faster
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:
