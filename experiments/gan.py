@@ -92,10 +92,16 @@ def make_train_step(config: ml_collections.ConfigDict, nets: GanNets, optimizers
     real = batch['image'].reshape((b, k) + nets.image_shape).swapaxes(0, 1)
     rng_d, rng_g = jax.random.split(rng)
     g_params, g_stats = state['g_params'], state.get('g_batch_stats')
-    (d_params, d_opt, spectral), dm = jax.lax.scan(
-        lambda c, xs: d_update(g_params, g_stats, c, xs),
-        (state['d_params'], state['d_opt'], state.get('d_spectral')),
-        (real, jax.random.split(rng_d, k)))
+    carry = (state['d_params'], state['d_opt'], state.get('d_spectral'))
+    if k == 1:
+      # A 1-trip scan stays a while loop, and XLA:CPU runs convolutions inside a while loop
+      # ~10x slower than straight-line code (see genai/train/loop.py): call it directly.
+      carry, dm = d_update(g_params, g_stats, carry, (real[0], jax.random.split(rng_d, 1)[0]))
+      dm = jax.tree.map(lambda m: m[None], dm)
+    else:
+      carry, dm = jax.lax.scan(lambda c, xs: d_update(g_params, g_stats, c, xs), carry,
+                               (real, jax.random.split(rng_d, k)), unroll=True)
+    d_params, d_opt, spectral = carry
     metrics = jax.tree.map(jnp.mean, dm)
 
     def g_loss_fn(gp):

@@ -7,8 +7,9 @@ Generator: z [B, latent] -> Dense to [s0, s0, width * 2**(n-1)] -> (n-1) stride-
 transposed conv to the image channels -> tanh, so samples lie in [-1, 1] (train on
 data.value_range='[-1,1]'). The transposed convs are `ConvTranspose2x`: exactly flax's
 `nn.ConvTranspose(f, (4, 4), strides=(2, 2), padding='SAME')` (same kernel layout, tested
-equal), computed as four 2x2 sub-pixel phases in one matmul, about 7x faster on CPU than
-XLA's input-dilated convolution. `norm='batch'` is DCGAN's BatchNorm (running statistics in the
+equal), computed as four 2x2 sub-pixel phases in one VALID 2x2 convolution instead of
+XLA's input-dilated convolution, which multiplies the inserted zeros (forward + backward of
+64x7x7x64 -> 32 channels: 12.2 vs 45.1 ms, one core of a 2-core AMD EPYC, jaxlib 0.10.2). `norm='batch'` is DCGAN's BatchNorm (running statistics in the
 'batch_stats' collection); `norm='none'` drops it.
 
 Discriminator: n stride-2 convs (4x4, leaky ReLU 0.2, channels width, 2*width, ...) ->
@@ -20,6 +21,7 @@ conv and dense layer in flax's SpectralNorm; its power-iteration vectors live in
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 SPECTRAL = 'spectral'  # Collection of SpectralNorm's power-iteration vectors u and sigma.
@@ -38,11 +40,11 @@ def base_size(image_size: int, num_upsamples: int) -> int:
 
 
 def _conv2x2_valid(x_BHWC, kernel_22CF):
-  """VALID 2x2 convolution as im2col + one matmul (XLA's CPU matmul beats its conv here)."""
-  _, h, w, c = x_BHWC.shape
-  patches = jnp.concatenate([x_BHWC[:, dy:h - 1 + dy, dx:w - 1 + dx]
-                             for dy in (0, 1) for dx in (0, 1)], axis=-1)
-  return patches @ kernel_22CF.reshape(4 * c, -1)
+  """VALID 2x2 convolution. With jaxlib 0.10.2, XLA:CPU's convolution beats the im2col +
+  matmul form this used to be: a DCGAN train step (configs/gan/mnist.py) 41.5 vs 48.2 ms,
+  a 500-latent generator forward 32 vs 126 ms, one core of a 2-core AMD EPYC."""
+  return jax.lax.conv_general_dilated(x_BHWC, kernel_22CF, (1, 1), 'VALID',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
 class ConvTranspose2x(nn.Module):
