@@ -26,6 +26,7 @@ Prints one JSON line per seed, then a summary line, and writes the result file
 import argparse
 import json
 import math
+import os
 import time
 
 import numpy as np
@@ -83,13 +84,25 @@ class GPT(nn.Module):
       if name.endswith('c_proj.weight'):
         nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * layers))
 
-  def forward(self, idx, targets):
+  def logits(self, idx):
     t = idx.shape[1]
     x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
     for blk in self.h:
       x = blk(x)
-    logits = self.lm_head(self.ln_f(x))
+    return self.lm_head(self.ln_f(x))
+
+  def forward(self, idx, targets):
+    logits = self.logits(idx)
     return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+
+  @torch.no_grad()
+  def generate(self, idx, num_tokens, temperature=0.8):
+    """nanoGPT's generate: the whole (cropped) context through the model for every token."""
+    block = self.wpe.weight.shape[0]
+    for _ in range(num_tokens):
+      logits = self.logits(idx[:, -block:])[:, -1, :] / temperature
+      idx = torch.cat([idx, torch.multinomial(F.softmax(logits, dim=-1), 1)], dim=1)
+    return idx
 
 
 def get_lr(it, *, lr, min_lr, warmup, decay_iters):
@@ -118,8 +131,29 @@ def run(seed, train, val, vocab, args):
     y = torch.stack([data[i + 1:i + 1 + t] for i in starts])
     return x, y
 
+  def periodic_eval(it):
+    """nanoGPT's eval_interval work, sized as genai's `eval` block: the val loss over
+    `eval_iters` batches of `eval_batch_size`, `sample_tokens` generated, a checkpoint."""
+    model.eval()
+    with torch.no_grad():
+      for _ in range(args.eval_iters):
+        starts = torch.randint(len(val) - t, (args.eval_batch_size or bs,))
+        x = torch.stack([val[i:i + t] for i in starts])
+        model(x, torch.stack([val[i + 1:i + 1 + t] for i in starts]))
+    if args.sample_tokens:
+      model.generate(torch.zeros((1, 1), dtype=torch.long), args.sample_tokens)
+    if args.out_dir:
+      torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'iter_num': it},
+                 os.path.join(args.out_dir, 'ckpt.pt'))
+    model.train()
+
   t0 = time.perf_counter()
+  eval_s = 0.0
   for it in range(args.steps):
+    if args.eval_interval and it and it % args.eval_interval == 0:
+      e0 = time.perf_counter()
+      periodic_eval(it)
+      eval_s += time.perf_counter() - e0
     for g in opt.param_groups:
       g['lr'] = get_lr(it, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
                        decay_iters=args.steps)
@@ -130,7 +164,11 @@ def run(seed, train, val, vocab, args):
     if args.grad_clip > 0:
       torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
     opt.step()
-  train_s = time.perf_counter() - t0
+  if args.eval_interval:
+    e0 = time.perf_counter()
+    periodic_eval(args.steps)
+    eval_s += time.perf_counter() - e0
+  train_s = time.perf_counter() - t0 - eval_s
 
   model.eval()
   with torch.no_grad():
@@ -143,7 +181,7 @@ def run(seed, train, val, vocab, args):
     whole = total / n
   return dict(seed=seed, steps=args.steps, weight_decay=args.weight_decay,
               grad_clip=args.grad_clip, train_seconds=round(train_s, 1),
-              ms_per_step=round(1e3 * train_s / args.steps, 2),
+              ms_per_step=round(1e3 * train_s / args.steps, 2), eval_seconds=round(eval_s, 1),
               val_loss_whole_split=round(whole, 4),
               val_loss_estimate=round(estimate, 4), eval_iters=args.eval_iters,
               val_windows=n)
@@ -176,6 +214,13 @@ def main():
   ap.add_argument('--eval_iters', type=int, default=20)
   ap.add_argument('--weight_decay', type=float, default=0.1)
   ap.add_argument('--grad_clip', type=float, default=1.0, help='0 = no clipping')
+  ap.add_argument('--eval_interval', type=int, default=0,
+                  help='Also evaluate every N steps and at the end (nanoGPT\'s loop): '
+                       '--eval_iters val batches of --eval_batch_size, --sample_tokens '
+                       'generated, a checkpoint in --out_dir. 0 = only the final evaluation.')
+  ap.add_argument('--eval_batch_size', type=int, default=0, help='0 = --batch_size')
+  ap.add_argument('--sample_tokens', type=int, default=0)
+  ap.add_argument('--out_dir', default='', help='Where periodic checkpoints go (\'\' = none).')
   results_lib.add_args(ap, 'nanogpt_reference')
   args = ap.parse_args()
   with open(args.data, encoding='utf-8') as f:

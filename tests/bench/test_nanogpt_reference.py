@@ -43,19 +43,37 @@ def test_lr_schedule_is_nanogpts_get_lr():
 
 
 @pytest.mark.slow  # a training
-def test_run_trains_and_scores_genais_validation_windows():
+def test_run_trains_and_scores_genais_validation_windows(tmp_path):
   rng = np.random.default_rng(0)
   text = torch.tensor(rng.integers(0, 8, 3000), dtype=torch.long)
   train, val = text[:2700], text[2700:]
   args = argparse.Namespace(block_size=16, batch_size=4, layers=1, heads=2, width=16, lr=1e-3,
                             min_lr=1e-4, warmup=2, steps=5, eval_iters=2, weight_decay=0.1,
-                            grad_clip=1.0)
+                            grad_clip=1.0, eval_interval=0, eval_batch_size=0, sample_tokens=0,
+                            out_dir='')
   row = ref.run(0, train, val, 8, args)
   windows = sequences.TokenWindows(val.numpy(), block_size=16, stride=16)
   assert row['val_windows'] == len(windows) == 18
   assert row['steps'] == 5 and 1.5 < row['val_loss_whole_split'] < 3.0
   assert row == ref.run(0, train, val, 8, args) | {'train_seconds': row['train_seconds'],
-                                                   'ms_per_step': row['ms_per_step']}
+                                                   'ms_per_step': row['ms_per_step'],
+                                                   'eval_seconds': row['eval_seconds']}
+  # nanoGPT's loop with periodic evaluation: at steps 2 and 4 and at the end, each with a
+  # generation and a checkpoint (the work benchmarks/lm_command_cache.py matches).
+  out = str(tmp_path)
+  periodic = ref.run(0, train, val, 8, argparse.Namespace(
+      **{**vars(args), 'eval_interval': 2, 'eval_batch_size': 3, 'sample_tokens': 20,
+         'out_dir': out}))
+  assert periodic['eval_seconds'] > 0 and periodic['steps'] == 5
+  ckpt = torch.load(os.path.join(out, 'ckpt.pt'))
+  assert ckpt['iter_num'] == 5 and 'optimizer' in ckpt
+
+
+def test_generate_is_nanogpts_cropped_context_sampling():
+  torch.manual_seed(0)
+  model = ref.GPT(vocab=7, block=4, layers=1, heads=1, width=8).eval()
+  out = model.generate(torch.zeros((1, 1), dtype=torch.long), 10)
+  assert out.shape == (1, 11) and int(out.max()) < 7
 
 
 @pytest.mark.slow  # a training subprocess
@@ -78,3 +96,18 @@ def test_a_tiny_run_writes_its_result_file(tmp_path):
   assert f['seeds'] == 2 and f['ms_per_step_best'] == min(f['seed0.ms_per_step'],
                                                            f['seed1.ms_per_step'])
   assert r['config']['grad_clip'] == 1.0 and 'results_dir' not in r['config']
+
+
+def test_lm_command_cache_gives_the_reference_the_configs_evaluation_work():
+  from benchmarks import lm_command_cache  # pylint: disable=import-outside-toplevel
+  config = lm_command_cache.load_config('configs/lm/shakespeare_char.py:path=input.txt')
+  cmd = lm_command_cache.reference_command(config, 2000, '/tmp/x')
+  flags = dict(zip(cmd[3::2], cmd[4::2]))
+  assert flags['--data'] == 'input.txt' and flags['--steps'] == '2000'
+  assert (flags['--layers'], flags['--heads'], flags['--width']) == ('4', '4', '128')
+  assert (flags['--batch_size'], flags['--block_size']) == ('12', '64')
+  assert flags['--weight_decay'] == '0.0' and flags['--grad_clip'] == '0.0'  # the baby recipe
+  assert (flags['--eval_interval'], flags['--eval_iters'], flags['--eval_batch_size'],
+          flags['--sample_tokens']) == ('500', '20', '64', '500')
+  tfds = lm_command_cache.load_config('configs/lm/shakespeare_char.py')
+  assert lm_command_cache.reference_command(tfds, 2000, '/tmp/x') is None  # no local corpus
