@@ -112,3 +112,17 @@ def test_already_finished_run_returns_immediately(tmp_path):
   lines = []
   _train(_task(), tmp_path, print_fn=lines.append)
   assert any('Already trained' in l for l in lines)
+
+
+def test_rolled_and_unrolled_calls_give_the_same_state():
+  """Task.unroll_steps only changes how a call's steps compile (transformers keep a rolled
+  scan), not what they compute."""
+  task = _task()
+  state = task.init_state(jax.random.key(0))
+  batches = loop.stack_batches([next(task.train_iter) for _ in range(4)])
+  out = {}
+  for unroll in (True, False):
+    step = loop.make_multi_step(task.train_step, jax.random.key(1), unroll=unroll)
+    out[unroll] = step(jax.tree.map(jnp.copy, state), batches, np.int32(1))
+  for a, b in zip(jax.tree.leaves(out[True]), jax.tree.leaves(out[False])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
