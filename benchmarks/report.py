@@ -160,6 +160,10 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
+    ('conv_step_speed', _IMAGE, 'python -m benchmarks.conv_step_speed --xla_flag_sweep '
+     f'--data {MNIST}', 'issue 25: the UNet and DCGAN train steps vs PyTorch eager, '
+     'interleaved in one process, 5 rounds x 8 steps; a profile of the UNet step; 9 XLA:CPU '
+     'settings, 2 rounds each', 15, (MNIST, 'module:torch')),
     ('inception_speed', _EVAL, 'python -m benchmarks.inception_speed --batch_sizes=50 '
      '--num_images=100 --rounds=1', 'FID InceptionV3 images/s, 100 images', 1),
     ('fid_floor', _EVAL, _fid('fid_floor', 'mnist:train'),
