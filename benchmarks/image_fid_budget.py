@@ -203,7 +203,7 @@ def plot(path: str, names: list[str], results_dir: str) -> None:
              if (r['features'], r['samples']) == (feats, n)]
       what = 'FID' if feats == 'inception' else 'FID-domain'
       ax.plot(*zip(*pts), marker='o' if len(pts) > 1 else '*', markersize=6 if len(pts) > 1
-              else 12, label=f'{res["figures"]["family"]}: {what}, {n:,} samples vs '
+              else 12, label=f'{res["name"]}: {what}, {n:,} samples vs '
               f'{pts and [r["n_ref"] for r in rows if r["features"] == feats][0]:,} test')
   ax.set_xlabel('training minutes (one core of a shared 2-core AMD EPYC)')
   ax.set_ylabel('FID (Inception) / FID-domain')

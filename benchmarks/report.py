@@ -76,10 +76,17 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('lm_train_fast', _LM, 'python -m benchmarks.lm_train --result_name lm_train_fast --out '
      f'runs/bench/lm_train_fast.json --config configs/lm/shakespeare_char_fast.py:path={TINY}',
      'fast recipe, 1,500 steps (time to val loss 1.89)', 2, (TINY,)),
-    ('lm_command_cache', _LM, 'python -m benchmarks.lm_command_cache --steps 200 '
+    ('lm_step_speed_gpt2_small', _LM, 'python -m benchmarks.lm_step_speed --result_name '
+     'lm_step_speed_gpt2_small --steps 3 --rounds 2 --config '
+     f'configs/lm/shakespeare_gpt2_bpe.py:path={TINY},ranks={{data}}/gpt2_bpe/gpt2.tiktoken '
+     '--config.model.num_layers=12 --config.model.num_heads=12 --config.model.d_model=768 '
+     '--config.data.block_size=256 --config.train.batch_size=4 --config.train.steps_per_call=1',
+     'GPT-2 small (124M, vocabulary 50,257) step at 4 x 256 tokens vs PyTorch eager, '
+     '2 rounds x 3 steps', 6, (TINY, '{data}/gpt2_bpe/gpt2.tiktoken', 'module:torch')),
+    ('lm_command_cache', _LM, 'python -m benchmarks.lm_command_cache --steps 2000 '
      f'--config configs/lm/shakespeare_char.py:path={TINY}',
-     'the baby recipe (200 steps) twice from scratch: the second run reads the compilation '
-     'cache', 5, (TINY,)),
+     'the baby command (2,000 steps, its evaluation) start to exit: cold cache, the PyTorch '
+     'reference with the same evaluation work, then the cached run', 5, (TINY,)),
     ('nanogpt_reference', _LM, f'python -m benchmarks.nanogpt_reference --data {TINY} '
      '--seeds 0,1,2,3', "nanoGPT's own baby run in PyTorch (clip 1.0, decay 0.1), seeds 0-3", 5,
      (TINY, 'module:torch')),
@@ -157,6 +164,27 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--curve_features domain:runs/i26/clf --result_name fid_budget_gan',
      'issue 26: the FID-budget GAN recipe (hinge, SN, TTUR), FID against training minutes',
      110, (MNIST,)),
+    ('fid_budget_diffusion_10k', _IMAGE, 'python -m benchmarks.image_fid_budget --family '
+     'diffusion --workdir runs/i26/diff_fid --train_log runs/i26/diff_fid.log --config '
+     f'configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 --curve_samples 1000 '
+     '--curve_features domain:runs/i26/clf --num_samples 10000 '
+     '--result_name fid_budget_diffusion_10k',
+     "issue 26's protocol: the diffusion recipe trained to 20,000 steps (<= 90 minutes), "
+     '10,000 samples vs the 10,000 MNIST test images', 150, (MNIST,)),
+    ('fid_budget_gan_fast', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
+     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --steps '
+     '1000,2000,5000,10000,15000,20000,25000,30000,35060 --curve_samples 1000 '
+     '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000 '
+     '--result_name fid_budget_gan_fast',
+     'the GAN recipe with the faster step (30-35 ms), stopped at 19.5 training minutes: '
+     'FID-domain curve and Inception FID at 2k vs 2k', 10, (MNIST,)),
+    ('fid_budget_gan_40min', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
+     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --config '
+     f'configs/gan/mnist_fid.py:path={MNIST} --train_minutes 40 --curve_samples 1000 '
+     '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000 '
+     '--result_name fid_budget_gan_40min',
+     'the same GAN run resumed towards 40 training minutes (stopped at 33.6): its last 40 '
+     'checkpoints and Inception FID at 2k vs 2k', 45, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
@@ -165,7 +193,8 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      'interleaved in one process, 5 rounds x 8 steps; a profile of the UNet step; 9 XLA:CPU '
      'settings, 2 rounds each', 15, (MNIST, 'module:torch')),
     ('inception_speed', _EVAL, 'python -m benchmarks.inception_speed --batch_sizes=50 '
-     '--num_images=100 --rounds=1', 'FID InceptionV3 images/s, 100 images', 1),
+     '--num_images=100 --rounds=2', 'FID InceptionV3 images/s vs PyTorch, 2 rounds x 100 '
+     'images', 1),
     ('fid_floor', _EVAL, _fid('fid_floor', 'mnist:train'),
      'FID/KID/PR of 2,000 real train images (the floor)', 8, (MNIST,)),
     ('fid_vae', _EVAL, _fid('fid_vae', 'runs/bench/vae_mnist_samples/fid_samples.npz'),
