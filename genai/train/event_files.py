@@ -14,7 +14,6 @@ scalar.
 """
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -71,12 +70,13 @@ class EventWriter:
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """[N, H, W, C] images (uint8, or floats in [0, 1]) as PNGs, all N of each key."""
+    from genai.data import image_shards  # pylint: disable=import-outside-toplevel
     values = []
     for k, v in images.items():
       x = np.asarray(v)
       if x.dtype != np.uint8:  # as tf.image.convert_image_dtype(saturate=True) does
         x = np.clip(x.astype(np.float32) * 255.5, 0, 255).astype(np.uint8)
-      pngs = [_png(img) for img in x]
+      pngs = [image_shards.png_bytes(img) for img in x]
       h, w = x.shape[1:3]
       values.append(_value(k, 'images', 'DT_STRING', [b'%d' % w, b'%d' % h] + pngs,
                            [2 + len(pngs)], 'string_val'))
@@ -110,13 +110,6 @@ def _value(tag: str, plugin: str, dtype: str, vals: list, shape: list[int], fiel
   meta = summary_pb2.SummaryMetadata(
       plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name=plugin))
   return summary_pb2.Summary.Value(tag=tag, tensor=tensor, metadata=meta)
-
-
-def _png(img: np.ndarray) -> bytes:
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-  buf = io.BytesIO()
-  Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(buf, format='PNG')
-  return buf.getvalue()
 
 
 def null_writer():
