@@ -185,6 +185,11 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--result_name fid_budget_gan_40min',
      'the same GAN run resumed towards 40 training minutes (stopped at 33.6): its last 40 '
      'checkpoints and Inception FID at 2k vs 2k', 45, (MNIST,)),
+    ('fid_budget_gan_10k', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
+     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --curve_samples 0 '
+     '--num_samples 10000 --result_name fid_budget_gan_10k',
+     "issue 26's protocol for that GAN run (33.6 training minutes): 10,000 samples vs the "
+     '10,000 MNIST test images', 20, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
