@@ -186,12 +186,8 @@ def child_in_memory(files: list[str], batches: int) -> dict:
 
 
 def _baby_config(path: str):
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  spec = importlib.util.spec_from_file_location(
-      'cfg', os.path.join(REPO, 'configs/lm/shakespeare_char.py'))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(f'path={path}')
+  from genai.train import cli  # pylint: disable=import-outside-toplevel
+  return cli.load_config_spec(os.path.join(REPO, f'configs/lm/shakespeare_char.py:path={path}'))
 
 
 def child_train(root: str, steps: int) -> dict:

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 from benchmarks import results as results_lib
+from genai.train import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -39,12 +40,8 @@ def _breakdown(out: str) -> dict[str, float]:
 
 
 def load_config(spec: str):
-  """The ml-collections config of 'path.py[:arg]'."""
-  path, _, arg = spec.partition(':')
-  module = importlib.util.spec_from_file_location('bench_config', os.path.join(REPO, path))
-  mod = importlib.util.module_from_spec(module)
-  module.loader.exec_module(mod)
-  return mod.get_config(arg or None)
+  """The ml-collections config of 'path.py[:arg]', the path relative to the repository."""
+  return cli.load_config_spec(os.path.join(REPO, spec))
 
 
 def reference_command(config, steps: int, out_dir: str) -> list[str] | None:

@@ -124,36 +124,37 @@ def run(seed, train, val, vocab, args):
   opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.99))
   bs, t = args.batch_size, args.block_size
 
-  def get_batch(data, starts=None):
-    """Inputs and next-token targets of the windows at `starts` (None: random, as nanoGPT)."""
-    starts = torch.randint(len(data) - t, (bs,)) if starts is None else starts
+  def get_batch(data, starts=None, size=bs):
+    """Inputs and next-token targets of the windows at `starts` (None: `size` random ones,
+    as nanoGPT)."""
+    starts = torch.randint(len(data) - t, (size,)) if starts is None else starts
     x = torch.stack([data[i:i + t] for i in starts])
     y = torch.stack([data[i + 1:i + 1 + t] for i in starts])
     return x, y
 
   def periodic_eval(it):
     """nanoGPT's eval_interval work, sized as genai's `eval` block: the val loss over
-    `eval_iters` batches of `eval_batch_size`, `sample_tokens` generated, a checkpoint."""
+    `eval_iters` batches of `eval_batch_size`, `sample_tokens` generated, a checkpoint.
+    Returns its seconds."""
+    model.eval()
+    e0 = time.perf_counter()
     model.eval()
     with torch.no_grad():
       for _ in range(args.eval_iters):
-        starts = torch.randint(len(val) - t, (args.eval_batch_size or bs,))
-        x = torch.stack([val[i:i + t] for i in starts])
-        model(x, torch.stack([val[i + 1:i + 1 + t] for i in starts]))
+        model(*get_batch(val, size=args.eval_batch_size or bs))
     if args.sample_tokens:
       model.generate(torch.zeros((1, 1), dtype=torch.long), args.sample_tokens)
     if args.out_dir:
       torch.save({'model': model.state_dict(), 'optimizer': opt.state_dict(), 'iter_num': it},
                  os.path.join(args.out_dir, 'ckpt.pt'))
     model.train()
+    return time.perf_counter() - e0
 
   t0 = time.perf_counter()
   eval_s = 0.0
   for it in range(args.steps):
     if args.eval_interval and it and it % args.eval_interval == 0:
-      e0 = time.perf_counter()
-      periodic_eval(it)
-      eval_s += time.perf_counter() - e0
+      eval_s += periodic_eval(it)
     for g in opt.param_groups:
       g['lr'] = get_lr(it, lr=args.lr, min_lr=args.min_lr, warmup=args.warmup,
                        decay_iters=args.steps)
@@ -165,9 +166,7 @@ def run(seed, train, val, vocab, args):
       torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
     opt.step()
   if args.eval_interval:
-    e0 = time.perf_counter()
-    periodic_eval(args.steps)
-    eval_s += time.perf_counter() - e0
+    eval_s += periodic_eval(args.steps)
   train_s = time.perf_counter() - t0 - eval_s
 
   model.eval()
@@ -181,7 +180,7 @@ def run(seed, train, val, vocab, args):
     whole = total / n
   return dict(seed=seed, steps=args.steps, weight_decay=args.weight_decay,
               grad_clip=args.grad_clip, train_seconds=round(train_s, 1),
-              ms_per_step=round(1e3 * train_s / args.steps, 2), eval_seconds=round(eval_s, 1),
+              ms_per_step=round(1e3 * train_s / args.steps, 2), eval_seconds=round(eval_s, 3),
               val_loss_whole_split=round(whole, 4),
               val_loss_estimate=round(estimate, 4), eval_iters=args.eval_iters,
               val_windows=n)

@@ -91,22 +91,25 @@ def unknown_field(argv: list[str], config: Any) -> str | None:
   return None
 
 
+def load_config_spec(spec: str) -> Any:
+  """`get_config(arg)` of a config file given as 'path.py[:arg]' (what --config takes)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path, _, config_arg = spec.partition(':')
+  module_spec = importlib.util.spec_from_file_location('_genai_config', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(config_arg or None)
+
+
 def _config_from_argv(argv: list[str]) -> Any:
   """`get_config(arg)` of the `--config path.py[:arg]` in argv (None if there is none)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
   spec = None
   for i, arg in enumerate(argv[1:], 1):
     if arg.startswith('--config='):
       spec = arg.split('=', 1)[1]
     elif arg == '--config' and i + 1 < len(argv):
       spec = argv[i + 1]
-  if not spec:
-    return None
-  path, _, config_arg = spec.partition(':')
-  module_spec = importlib.util.spec_from_file_location('_config_for_error', path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(config_arg or None)
+  return load_config_spec(spec) if spec else None
 
 
 def parse_flags(argv: list[str]) -> list[str]:
