@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import time
 
 from absl import app
@@ -76,9 +75,7 @@ def main(argv):
   config = f.config
   config.train.eval_every = f.eval_every
   config.train.checkpoint_every = config.train.num_steps  # Only the final checkpoint.
-  workdir = os.path.join(f.out, 'workdir')
-  shutil.rmtree(workdir, ignore_errors=True)
-  workdir_lib.save_config(config, workdir)
+  workdir = workdir_lib.fresh_workdir(config, f.out)
   task = diffusion.build_task(config, workdir)
 
   curve, eval_seconds, logged = [], [0.0], []

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import time
 
 from absl import app
@@ -75,10 +74,7 @@ def main(argv):
   tc = config.train
   tc.eval_every = max(tc.num_steps // max(f.evals, 1), 1)
   tc.checkpoint_every = tc.num_steps  # Only the final checkpoint.
-  workdir = os.path.join(f.out_dir, 'workdir')  # Wiped first, kept after (sampling, TB).
-  shutil.rmtree(workdir, ignore_errors=True)
-  os.makedirs(f.out_dir, exist_ok=True)
-  workdir_lib.save_config(config, workdir)
+  workdir = workdir_lib.fresh_workdir(config, f.out_dir)  # Kept after (sampling, TB).
 
   t0 = time.perf_counter()
   task = gan.build_task(config, workdir)

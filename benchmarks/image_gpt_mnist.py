@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import resource
-import shutil
 import time
 
 from absl import app
@@ -82,10 +81,7 @@ def main(argv):
   tc.eval_every = 0                   # Evaluated once, below, after training.
   tc.checkpoint_every = tc.num_steps  # Only the final checkpoint.
   config.eval.num_examples = 0        # The whole test split.
-  workdir = os.path.join(f.out_dir, 'workdir')
-  shutil.rmtree(workdir, ignore_errors=True)
-  os.makedirs(f.out_dir, exist_ok=True)
-  workdir_lib.save_config(config, workdir)
+  workdir = workdir_lib.fresh_workdir(config, f.out_dir)
 
   t0 = time.perf_counter()
   task = image_gpt.build_task(config, workdir)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -29,6 +30,15 @@ def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   wd = paths.path(workdir)
   wd.mkdir(parents=True, exist_ok=True)
   (wd / 'config.json').write_text(config.to_json_best_effort(indent=2))
+
+
+def fresh_workdir(config: ml_collections.ConfigDict, out_dir: str) -> str:
+  """`<out_dir>/workdir` (a local folder), emptied, with `config` saved in it: the start
+  of a benchmark's run, which must not resume an older one."""
+  workdir = os.path.join(out_dir, 'workdir')
+  shutil.rmtree(workdir, ignore_errors=True)
+  save_config(config, workdir)
+  return workdir
 
 
 def load_config(workdir: str, experiment: str | None = None) -> ml_collections.ConfigDict:

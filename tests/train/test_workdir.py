@@ -23,3 +23,14 @@ def test_image_info_round_trip(tmp_path):
       'image_shape': [28, 28, 1], 'num_classes': 10, 'value_range': '[-1,1]'}
   with pytest.raises(FileNotFoundError, match='experiments.vae'):
     workdir.load_image_info(str(tmp_path / 'nope'), 'vae')
+
+
+def test_fresh_workdir_empties_an_older_run(tmp_path):
+  config = ml_collections.ConfigDict({'seed': 3})
+  old = tmp_path / 'out' / 'workdir' / 'checkpoints' / '100'
+  old.mkdir(parents=True)
+  wd = workdir.fresh_workdir(config, str(tmp_path / 'out'))
+  assert wd == str(tmp_path / 'out' / 'workdir')
+  assert sorted(p.name for p in (tmp_path / 'out' / 'workdir').iterdir()) == ['config.json']
+  assert workdir.load_config(wd).seed == 3
+  assert workdir.fresh_workdir(config, str(tmp_path / 'new')) == str(tmp_path / 'new' / 'workdir')
