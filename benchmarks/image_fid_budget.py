@@ -63,7 +63,8 @@ def define_flags() -> None:
   flags.DEFINE_string('curve_features', 'inception', "Features of the curve points: "
                       "'inception', or 'domain:WORKDIR' (FID-domain, ~100x cheaper on CPU; "
                       'the last point is always Inception).')
-  flags.DEFINE_integer('num_samples', 10_000, 'Samples at the last point (the headline).')
+  flags.DEFINE_integer('num_samples', 10_000, 'Samples at the last point (the headline); 0 = train only '
+                       '(--train_minutes), evaluate later.')
   flags.DEFINE_list('steps', [], 'Checkpoint steps for the curve (default: all kept).')
   flags.DEFINE_string('sampler', '', "Diffusion sampler ('' = the config's sample block).")
   flags.DEFINE_integer('sample_steps', 0, 'Diffusion sampler steps (0 = the config).')
@@ -233,6 +234,8 @@ def main(argv):
     if not f.config:
       raise app.UsageError('--train_minutes needs --config (the recipe to train).')
     train(f)
+    if not f.num_samples:
+      return
   log_path = f.train_log or os.path.join(f.workdir, 'train.log')
   seconds = train_seconds_by_step(open(log_path)) if os.path.exists(log_path) else {}
   steps = [int(s) for s in f.steps] or checkpoint_steps(f.workdir)

@@ -27,7 +27,7 @@ def get_config(arg=None):
   for opt, lr in ((c.optimizer_g, 1e-4), (c.optimizer_d, 4e-4)):
     opt.learning_rate, opt.b1, opt.b2 = lr, 0.0, 0.9
   c.ema.decay = 0.999
-  c.train.num_steps = 100_000      # the run is cut by minutes, not steps (constant lr)
+  c.train.num_steps = 400_000      # the run is cut by minutes, not steps (constant lr)
   c.train.eval_every = 1000
   c.train.checkpoint_every = 1000
   c.train.max_to_keep = 40         # every checkpoint is a point of the curve

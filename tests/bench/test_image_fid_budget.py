@@ -27,3 +27,19 @@ def test_other_lines_and_the_throughput_suffix():
   lines = ['step 1000/100000 | loss 2.1545 | 183.5 ms/step | 1.2k tok/s | ETA 5h',
            'Trained steps 1..1000 in 3m03s.', 'eval @ 1000: eval/fid_domain 12.0']
   assert bench.train_seconds_by_step(lines) == pytest.approx({1000: 183.5})
+
+
+def test_num_samples_0_trains_only(tmp_path):
+  """--num_samples 0: train to --train_minutes and stop; evaluation is a later command (the
+  workdir here has no checkpoints, which evaluating would refuse)."""
+  import os, subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  log = tmp_path / 'train.log'
+  log.write_text('step 100/900 | loss 0.5 | 1200.0 ms/step | ETA 1m\n')  # 2 minutes
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.image_fid_budget', '--family', 'gan', '--workdir',
+       str(tmp_path / 'w'), '--train_log', str(log), '--config', 'configs/gan/mnist_fid.py',
+       '--train_minutes', '1.5', '--num_samples', '0'],
+      cwd=root, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert 'already trained 2.0 >= 1.5 minutes.' in out.stdout
