@@ -14,6 +14,8 @@ Times the real `experiments.lm` train step (exactly as the loop runs it) at 1 an
 Both steps do the same work: AdamW with weight decay 0.1 and gradient-norm clipping at 1.0,
 nanoGPT's settings. They are set here whatever the config says, since the baby recipe turns
 both off.
+`--bfloat16_too` adds the same step with bf16 compute (float32 params and optimizer) to
+each round: the dtype pilot (docs/benchmarks.md).
 Prints JSON lines and the ratio, and writes the result file (benchmarks/results.py). Speed
 claims are ratios taken in one run on one machine.
 """
@@ -39,6 +41,8 @@ from experiments import lm
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'LM config (its model/batch shape).')
 _STEPS = flags.DEFINE_integer('steps', 64, 'Timed steps per measurement.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds (min is reported).')
+_BF16 = flags.DEFINE_bool('bfloat16_too', False, 'Also time the step with model.dtype='
+                          'bfloat16 (bf16 compute, float32 params and optimizer) in each round.')
 results_lib.define_flags('lm_step_speed')
 
 
@@ -46,6 +50,9 @@ def headline(fig: dict) -> dict:
   k = max(int(key.split('.')[0][len('genai_k'):]) for key in fig if key.startswith('genai_k'))
   speed = (f'{fig[f"genai_k{k}.ms_per_step"]} ms/step, '
            f'{fig[f"genai_k{k}.tokens_per_sec"]:,.0f} tokens/s ({k} steps/call)')
+  if 'bfloat16_over_float32' in fig:
+    speed += (f'; bfloat16 compute {fig[f"bfloat16_k{k}.ms_per_step"]} ms/step '
+              f'({fig["bfloat16_over_float32"]}x float32\'s time)')
   if 'torch_eager.ms_per_step' in fig:
     speed += (f'; PyTorch eager {fig["torch_eager.ms_per_step"]} ms/step '
               f'(torch/genai {fig["torch_over_genai"]})')
@@ -86,6 +93,11 @@ def main(argv):
     if k > 1:
       results[f'genai_k{k}'].append(
           1e3 * time_step(lm.build_task(config, workdir), _STEPS.value, k))
+    if _BF16.value:
+      bf16 = config.copy_and_resolve_references()
+      bf16.model.dtype = 'bfloat16'
+      results.setdefault(f'bfloat16_k{k}', []).append(
+          1e3 * time_step(lm.build_task(bf16, workdir), _STEPS.value, k))
     t = torch_ms(config, vocab)
     if t is not None:
       results['torch_eager'].append(t)
@@ -97,6 +109,9 @@ def main(argv):
       print(json.dumps({'impl': name, 'ms_per_step_each_round': [round(x, 2) for x in ms]}))
   if results['torch_eager']:
     summary['torch_over_genai'] = round(min(results['torch_eager']) / min(results[f'genai_k{k}']), 3)
+  if results.get(f'bfloat16_k{k}'):
+    summary['bfloat16_over_float32'] = round(
+        min(results[f'bfloat16_k{k}']) / min(results[f'genai_k{k}']), 3)
   print(json.dumps(summary, indent=1))
   figures = summary | {f'{name}.ms_per_step_each_round': [round(x, 2) for x in ms]
                        for name, ms in results.items() if ms}

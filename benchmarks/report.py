@@ -70,6 +70,10 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('lm_step_speed', _LM, 'python -m benchmarks.lm_step_speed '
      f'--config configs/lm/shakespeare_char.py:path={TINY}',
      'baby char GPT step vs PyTorch eager, 3 rounds x 64 steps', 2, (TINY, 'module:torch')),
+    ('lm_step_speed_bf16', _LM, 'python -m benchmarks.lm_step_speed --result_name '
+     f'lm_step_speed_bf16 --bfloat16_too --rounds 2 --config configs/lm/shakespeare_char.py:path={TINY}',
+     'the dtype pilot: the baby step with bf16 compute (float32 params) against float32, '
+     '2 rounds x 64 steps', 3, (TINY, 'module:torch')),
     ('lm_train_baby', _LM, 'python -m benchmarks.lm_train --result_name lm_train_baby --out '
      f'runs/bench/lm_train_baby.json --config configs/lm/shakespeare_char.py:path={TINY}',
      "nanoGPT's baby recipe, 2,000 steps", 2, (TINY,)),
