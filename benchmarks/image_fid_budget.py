@@ -39,6 +39,7 @@ import jax
 import numpy as np
 
 from benchmarks import results as results_lib
+from genai import errors
 from genai.evaluation import fid as fid_lib
 from genai.evaluation import reference_stats as ref_lib
 from genai.sample import image_files
@@ -240,7 +241,8 @@ def main(argv):
   seconds = train_seconds_by_step(open(log_path)) if os.path.exists(log_path) else {}
   steps = [int(s) for s in f.steps] or checkpoint_steps(f.workdir)
   if not steps:
-    raise ValueError(f'{f.workdir} has no checkpoints; train first (--train_minutes).')
+    raise errors.CheckpointError(f'{f.workdir} has no checkpoints',
+                                 'train first (--train_minutes with --config)')
   ref = ref_lib.parse_dataset_spec(f.ref, f.data_path or None)
   extractor = ref_lib.load_extractor('inception')
   curve_extractor = (extractor if f.curve_features == 'inception'
@@ -287,4 +289,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  errors.run_absl(main)

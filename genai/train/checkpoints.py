@@ -69,7 +69,16 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict | None]:
     """Restores `state` with the structure/dtypes/shardings of `abstract_state` (None: as
     saved). A damaged step raises DamagedCheckpointError, one that does not fit
-    `abstract_state` CheckpointError; both name the step."""
+    `abstract_state` CheckpointError; both name the step. So does a step that was never
+    saved (or was pruned), with the steps there are."""
+    if not (paths.path(self.directory) / str(step)).exists():
+      steps = sorted(self.all_steps())
+      if step not in steps:
+        there = (f'its steps are {_steps_text(steps)}' if steps else 'it holds none')
+        raise errors.CheckpointError(
+            f'there is no checkpoint step {step} in {self.directory} ({there})',
+            'pick one of its steps, or leave the step out for the newest' if steps
+            else 'train first')
     problem = self.check_step(step)
     if problem:
       raise self._damaged(step, problem)
@@ -269,3 +278,11 @@ def _quiet_orbax_failure() -> None:
     logging.getLogger('asyncio').setLevel(logging.CRITICAL)
     warnings.filterwarnings('ignore', message=r'coroutine .* was never awaited')
   gc.collect()
+
+
+def _steps_text(steps: list[int]) -> str:
+  """'100, 200, 300' or, for many, '100, 200, ..., 9900, 10000 (40 steps)'."""
+  if len(steps) <= 6:
+    return ', '.join(str(s) for s in steps)
+  return (', '.join(str(s) for s in steps[:2]) + ', ..., '
+          + ', '.join(str(s) for s in steps[-2:]) + f' ({len(steps)} steps)')

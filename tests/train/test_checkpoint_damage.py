@@ -166,3 +166,11 @@ def test_a_checkpoint_of_another_shape_is_not_damage(trained, tmp_path):
 def test_a_bad_policy_is_a_usage_error(tmp_path):
   with pytest.raises(errors.UsageError, match="train.on_damaged_checkpoint='maybe' is not a"):
     _train(tmp_path, on_damaged_checkpoint='maybe')
+
+
+def test_a_step_never_saved_is_named_with_the_steps_there_are(trained):
+  with pytest.raises(errors.CheckpointError,
+                     match=r'there is no checkpoint step 5 in \S+ \(its steps are 2, 4, 6\); '
+                     r'pick one of its steps') as e:
+    workdir_lib.restore_params(trained[0], step=5)
+  assert not isinstance(e.value, errors.DamagedCheckpointError)
