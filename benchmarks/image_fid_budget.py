@@ -69,6 +69,8 @@ def define_flags() -> None:
   flags.DEFINE_list('steps', [], 'Checkpoint steps for the curve (default: all kept).')
   flags.DEFINE_string('sampler', '', "Diffusion sampler ('' = the config's sample block).")
   flags.DEFINE_integer('sample_steps', 0, 'Diffusion sampler steps (0 = the config).')
+  flags.DEFINE_float('eta', None, "DDIM's noise (0 deterministic, 1 = DDPM-like; default: "
+                     'the config).')
   flags.DEFINE_integer('seed', 0, 'Sampling seed.')
   flags.DEFINE_integer('batch_size', 500, 'Images per sampling call.')
   flags.DEFINE_string('plot', '', 'Write a PNG of FID vs training minutes from the result '
@@ -148,7 +150,8 @@ def make_sampler(family: str, workdir: str, f):
       sc = config.sample
       gen = diffusion._make_sampler(config, model, info)  # pylint: disable=protected-access
       x = gen(params, jax.random.key(seed), n, diffusion.sample_labels(n, info['num_classes']),
-              sampler=f.sampler or sc.sampler, steps=f.sample_steps or sc.steps, eta=sc.eta,
+              sampler=f.sampler or sc.sampler, steps=f.sample_steps or sc.steps,
+              eta=sc.eta if f.eta is None else f.eta,
               guidance=sc.guidance if info['num_classes'] else 0.0,
               batch_size=min(n, f.batch_size))
       return image_files.to_uint8(x, info['value_range'])

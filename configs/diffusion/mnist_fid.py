@@ -6,7 +6,10 @@ budget"): the CPU-sized UNet of configs/diffusion/mnist.py (2x2 space-to-depth s
 channels at 14x14/7x7, attention in the 7x7 middle; 0.68M params): in a pilot at equal
 minutes it beat the 64-channel version (3x slower a step) by 2x in FID-domain.
 v-prediction on the cosine schedule, Adam 1e-3 cosine to 1e-4 over 20,000 steps, EMA
-0.9995, and DPM-Solver++(2M) sampling with 20 log-SNR-spaced steps.
+0.9995. Sampling: stochastic DDIM (eta 1, DDPM-like) in 100 steps. On the trained 20,000-
+step model, 1,000 samples' FID-domain against 10,000 MNIST *train* images (not the test
+set the headline uses): 3.55 for it against 6.58 for DPM-Solver++(2M) in 50 steps (the
+deterministic sampler this recipe first used, at 20 steps; 50 is where it stops improving).
 
   python -m experiments.diffusion --workdir runs/diff_fid \
     --config configs/diffusion/mnist_fid.py:path=../shared/data/mnist
@@ -25,8 +28,9 @@ def get_config(arg=None):
                        else None)
   c.diffusion.prediction = 'v'
   c.ema.decay = 0.9995
-  c.sample.sampler = 'dpm++'
-  c.sample.steps = 20
+  c.sample.sampler = 'ddim'
+  c.sample.steps = 100
+  c.sample.eta = 1.0
   c.train.num_steps = 20_000
   c.train.eval_every = 2000
   c.train.checkpoint_every = 2000
