@@ -121,7 +121,15 @@ def train(f) -> None:
   """Runs the experiment's command line until --train_minutes of training, resumable."""
   log_path = f.train_log or os.path.join(f.workdir, 'train.log')
   os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-  done = lambda: max(train_seconds_by_step(open(log_path)).values(), default=0.0) / 60.0
+  poll_s = 10.0
+
+  def done(margin=False):
+    """Training minutes in the log; with `margin`, plus what may pass before the next
+    look (a poll and a log window), so that the run stops inside its budget."""
+    seconds = sorted(train_seconds_by_step(open(log_path)).values())
+    window = seconds[-1] - seconds[-2] if len(seconds) > 1 else 0.0
+    return ((seconds[-1] if seconds else 0.0) + (poll_s + window if margin else 0.0)) / 60.0
+
   if os.path.exists(log_path) and done() >= f.train_minutes:
     print(f'already trained {done():.1f} >= {f.train_minutes} minutes.', flush=True)
     return
@@ -130,8 +138,8 @@ def train(f) -> None:
   with open(log_path, 'a') as log:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     while proc.poll() is None:
-      time.sleep(10)
-      if done() >= f.train_minutes:
+      time.sleep(poll_s)
+      if done(margin=True) >= f.train_minutes:
         proc.send_signal(signal.SIGTERM)  # the loop saves a checkpoint at this step, exits
         proc.wait()
   print(f'trained {done():.1f} minutes (log {log_path}).', flush=True)
