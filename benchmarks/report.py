@@ -194,6 +194,26 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--num_samples 10000 --result_name fid_budget_gan_10k',
      "issue 26's protocol for that GAN run (33.6 training minutes): 10,000 samples vs the "
      '10,000 MNIST test images', 20, (MNIST,)),
+    ('fid_budget_gan_90min', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
+     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --config '
+     f'configs/gan/mnist_fid.py:path={MNIST} --train_minutes 90 --curve_samples 1000 '
+     '--curve_features domain:runs/i26/clf --num_samples 10000 --result_name '
+     'fid_budget_gan_90min',
+     "issue 26's GAN run trained on to its 90 minutes (resumable), then 10,000 samples vs "
+     'the 10,000 MNIST test images; FID-domain curve over the kept checkpoints', 120, (MNIST,)),
+    ('fid_budget_gan_within_90min', _IMAGE, 'python -m benchmarks.image_fid_budget --family '
+     'gan --workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --curve_samples 0 '
+     '--steps 177000 --num_samples 10000 --result_name fid_budget_gan_within_90min',
+     "the same GAN run's last checkpoint inside 90 training minutes (step 177,000, 89.6 "
+     'minutes): 10,000 samples vs the 10,000 MNIST test images', 30, (MNIST,)),
+    ('fid_budget_diffusion_10k_ddim100', _IMAGE, 'python -m benchmarks.image_fid_budget '
+     '--family diffusion --workdir runs/i26/diff_fid --train_log runs/i26/diff_fid.log '
+     f'--config configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 '
+     '--curve_samples 1000 --curve_features domain:runs/i26/clf --steps '
+     '4000,8000,12000,16000,20000 --sampler ddim --sample_steps 100 --eta 1.0 '
+     '--num_samples 10000 --result_name fid_budget_diffusion_10k_ddim100',
+     "issue 26's diffusion run (85.9 training minutes) sampled with stochastic DDIM (eta 1, "
+     '100 steps): 10,000 samples vs the 10,000 MNIST test images', 130, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
