@@ -64,8 +64,8 @@ def define_flags() -> None:
   flags.DEFINE_string('curve_features', 'inception', "Features of the curve points: "
                       "'inception', or 'domain:WORKDIR' (FID-domain, ~100x cheaper on CPU; "
                       'the last point is always Inception).')
-  flags.DEFINE_integer('num_samples', 10_000, 'Samples at the last point (the headline); 0 = train only '
-                       '(--train_minutes), evaluate later.')
+  flags.DEFINE_integer('num_samples', 10_000, 'Samples at the last point (the headline); '
+                       '0 = train only (--train_minutes), evaluate later.')
   flags.DEFINE_list('steps', [], 'Checkpoint steps for the curve (default: all kept).')
   flags.DEFINE_string('sampler', '', "Diffusion sampler ('' = the config's sample block).")
   flags.DEFINE_integer('sample_steps', 0, 'Diffusion sampler steps (0 = the config).')
@@ -242,6 +242,8 @@ def main(argv):
   if not f.workdir:
     raise app.UsageError('--workdir is required.')
   load_before = _uptime()
+  if not f.num_samples and not f.train_minutes:
+    raise app.UsageError('--num_samples 0 trains only: give --train_minutes and --config.')
   if f.train_minutes:
     if not f.config:
       raise app.UsageError('--train_minutes needs --config (the recipe to train).')

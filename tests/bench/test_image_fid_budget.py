@@ -43,3 +43,10 @@ def test_num_samples_0_trains_only(tmp_path):
       cwd=root, capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'already trained 2.0 >= 1.5 minutes.' in out.stdout
+  alone = subprocess.run(
+      [sys.executable, '-m', 'benchmarks.image_fid_budget', '--family', 'gan', '--workdir',
+       str(tmp_path / 'w'), '--num_samples', '0'], cwd=root, capture_output=True, text=True,
+      timeout=300)
+  assert alone.returncode == 2
+  assert alone.stderr.strip().splitlines()[-1] == (
+      'error: --num_samples 0 trains only: give --train_minutes and --config.')
