@@ -54,6 +54,8 @@ def define_flags() -> None:
   flags.DEFINE_enum('family', 'diffusion', list(FAMILIES), 'Which model family.')
   flags.DEFINE_string('workdir', None, 'The training run (created by --train_minutes).')
   flags.DEFINE_string('config', '', 'Config for --train_minutes (with its :args).')
+  flags.DEFINE_multi_string('override', [], "A config field for --train_minutes, e.g. "
+                            "'model.unet.features=48' (repeatable): a pilot's variant.")
   flags.DEFINE_float('train_minutes', 0.0, 'Train (resumably) until this many training '
                      'minutes, then evaluate; 0 = evaluate the workdir as it is.')
   flags.DEFINE_string('train_log', '', 'The run\'s log (default <workdir>/train.log).')
@@ -134,7 +136,7 @@ def train(f) -> None:
     print(f'already trained {done():.1f} >= {f.train_minutes} minutes.', flush=True)
     return
   cmd = [sys.executable, '-m', f'experiments.{f.family}', '--workdir', f.workdir,
-         '--config', f.config]
+         '--config', f.config] + [f'--config.{o}' for o in f.override]
   with open(log_path, 'a') as log:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     while proc.poll() is None:
