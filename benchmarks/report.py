@@ -65,6 +65,12 @@ def _fid(name, samples):
           f'--max_samples 2000 --ref mnist:test --ref_count 2000 --data_path {MNIST}')
 
 
+def _fid_budget(name, family, run, args):
+  """An issue-26 run of image_fid_budget on runs/i26/<run> and its log."""
+  return (f'python -m benchmarks.image_fid_budget --family {family} --workdir runs/i26/{run} '
+          f'--train_log runs/i26/{run}.log {args} --result_name {name}')
+
+
 _LM, _IMAGE, _EVAL = 'language model', 'image', 'image evaluation'
 BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('lm_step_speed', _LM, 'python -m benchmarks.lm_step_speed '
@@ -168,50 +174,45 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      '--curve_features domain:runs/i26/clf --result_name fid_budget_gan',
      'issue 26: the FID-budget GAN recipe (hinge, SN, TTUR), FID against training minutes',
      110, (MNIST,)),
-    ('fid_budget_diffusion_10k', _IMAGE, 'python -m benchmarks.image_fid_budget --family '
-     'diffusion --workdir runs/i26/diff_fid --train_log runs/i26/diff_fid.log --config '
-     f'configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 --curve_samples 1000 '
-     '--curve_features domain:runs/i26/clf --num_samples 10000 '
-     '--result_name fid_budget_diffusion_10k',
+    ('fid_budget_diffusion_10k', _IMAGE, _fid_budget(
+        'fid_budget_diffusion_10k', 'diffusion', 'diff_fid',
+        f'--config configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 '
+        '--curve_samples 1000 --curve_features domain:runs/i26/clf --num_samples 10000'),
      "issue 26's protocol: the diffusion recipe trained to 20,000 steps (<= 90 minutes), "
      '10,000 samples vs the 10,000 MNIST test images', 150, (MNIST,)),
-    ('fid_budget_gan_fast', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
-     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --steps '
-     '1000,2000,5000,10000,15000,20000,25000,30000,35060 --curve_samples 1000 '
-     '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000 '
-     '--result_name fid_budget_gan_fast',
+    ('fid_budget_gan_fast', _IMAGE, _fid_budget(
+        'fid_budget_gan_fast', 'gan', 'gan_fid2',
+        '--steps 1000,2000,5000,10000,15000,20000,25000,30000,35060 --curve_samples 1000 '
+        '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000'),
      'the GAN recipe with the faster step (30-35 ms), stopped at 19.5 training minutes: '
      'FID-domain curve and Inception FID at 2k vs 2k', 10, (MNIST,)),
-    ('fid_budget_gan_40min', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
-     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --config '
-     f'configs/gan/mnist_fid.py:path={MNIST} --train_minutes 40 --curve_samples 1000 '
-     '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000 '
-     '--result_name fid_budget_gan_40min',
+    ('fid_budget_gan_40min', _IMAGE, _fid_budget(
+        'fid_budget_gan_40min', 'gan', 'gan_fid2',
+        f'--config configs/gan/mnist_fid.py:path={MNIST} --train_minutes 40 --curve_samples 1000 '
+        '--curve_features domain:runs/i26/clf --ref_count 2000 --num_samples 2000'),
      'the same GAN run resumed towards 40 training minutes (stopped at 33.6): its last 40 '
      'checkpoints and Inception FID at 2k vs 2k', 45, (MNIST,)),
-    ('fid_budget_gan_10k', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
-     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --curve_samples 0 '
-     '--num_samples 10000 --result_name fid_budget_gan_10k',
+    ('fid_budget_gan_10k', _IMAGE, _fid_budget(
+        'fid_budget_gan_10k', 'gan', 'gan_fid2', '--curve_samples 0 --num_samples 10000'),
      "issue 26's protocol for that GAN run (33.6 training minutes): 10,000 samples vs the "
      '10,000 MNIST test images', 20, (MNIST,)),
-    ('fid_budget_gan_90min', _IMAGE, 'python -m benchmarks.image_fid_budget --family gan '
-     '--workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --config '
-     f'configs/gan/mnist_fid.py:path={MNIST} --train_minutes 90 --curve_samples 1000 '
-     '--curve_features domain:runs/i26/clf --num_samples 10000 --result_name '
-     'fid_budget_gan_90min',
+    ('fid_budget_gan_90min', _IMAGE, _fid_budget(
+        'fid_budget_gan_90min', 'gan', 'gan_fid2',
+        f'--config configs/gan/mnist_fid.py:path={MNIST} --train_minutes 90 --curve_samples 1000 '
+        '--curve_features domain:runs/i26/clf --num_samples 10000'),
      "issue 26's GAN run trained on to its 90 minutes (resumable), then 10,000 samples vs "
      'the 10,000 MNIST test images; FID-domain curve over the kept checkpoints', 120, (MNIST,)),
-    ('fid_budget_gan_within_90min', _IMAGE, 'python -m benchmarks.image_fid_budget --family '
-     'gan --workdir runs/i26/gan_fid2 --train_log runs/i26/gan_fid2.log --curve_samples 0 '
-     '--steps 177000 --num_samples 10000 --result_name fid_budget_gan_within_90min',
+    ('fid_budget_gan_within_90min', _IMAGE, _fid_budget(
+        'fid_budget_gan_within_90min', 'gan', 'gan_fid2',
+        '--curve_samples 0 --steps 177000 --num_samples 10000'),
      "the same GAN run's last checkpoint inside 90 training minutes (step 177,000, 89.6 "
      'minutes): 10,000 samples vs the 10,000 MNIST test images', 30, (MNIST,)),
-    ('fid_budget_diffusion_10k_ddim100', _IMAGE, 'python -m benchmarks.image_fid_budget '
-     '--family diffusion --workdir runs/i26/diff_fid --train_log runs/i26/diff_fid.log '
-     f'--config configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 '
-     '--curve_samples 1000 --curve_features domain:runs/i26/clf --steps '
-     '4000,8000,12000,16000,20000 --sampler ddim --sample_steps 100 --eta 1.0 '
-     '--num_samples 10000 --result_name fid_budget_diffusion_10k_ddim100',
+    ('fid_budget_diffusion_10k_ddim100', _IMAGE, _fid_budget(
+        'fid_budget_diffusion_10k_ddim100', 'diffusion', 'diff_fid',
+        f'--config configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 '
+        '--curve_samples 1000 --curve_features domain:runs/i26/clf --steps '
+        '4000,8000,12000,16000,20000 --sampler ddim --sample_steps 100 --eta 1.0 '
+        '--num_samples 10000'),
      "issue 26's diffusion run (85.9 training minutes) sampled with stochastic DDIM (eta 1, "
      '100 steps): 10,000 samples vs the 10,000 MNIST test images', 130, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
