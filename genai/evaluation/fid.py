@@ -31,6 +31,7 @@ from genai import errors
 from genai.data import images as images_lib
 from genai.evaluation import image_metrics
 from genai.evaluation import reference_stats as ref_lib
+from genai.parallel import cpu_devices
 
 
 def load_samples(path: str, value_range: str | None = None, max_samples: int = 0
@@ -167,6 +168,8 @@ def main(argv):
     raise app.UsageError('--samples and --ref are required, e.g. --samples s.npz --ref '
                          'mnist:test --data_path ../shared/data/mnist')
   log = lambda s: print(s, file=sys.stderr)
+  # Inception's batches split over one CPU device per core (genai/parallel/cpu_devices.py).
+  cpu_devices.set_count(cpu_devices.auto_count([f.batch_size]))
   ref = ref_lib.parse_dataset_spec(f.ref, f.data_path or None, f.ref_image_size)
   if not os.path.exists(f.samples) and ':' in f.samples:  # A dataset: real-vs-real floors.
     real = ref_lib.parse_dataset_spec(f.samples, f.data_path or None, ref.image_size)

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genai.parallel import sharding
+
 INPUT_SIZE = 299
 POOL_DIM = 2048
 NUM_LOGITS = 1008
@@ -324,7 +326,10 @@ class InceptionFeatures:
     self.has_logits = 'fc' in params
     self.model = InceptionV3(logits=self.has_logits)
     self._check_params(params)
-    self._params = jax.device_put(params)
+    # On a host of several devices (a CPU split one per core) each batch is split between
+    # them; the features are the same, the batch's rows are independent.
+    self._split = sharding.local_split(self.batch_size)
+    self._params = jax.device_put(params, self._split[1] if self._split else None)
 
     # Two jits: the network compiles once for every input size and dtype;
     # only the cheap preprocessing is specialised per input shape.
@@ -357,6 +362,8 @@ class InceptionFeatures:
       if len(batch) < bs:
         pad = np.zeros((bs - len(batch),) + batch.shape[1:], batch.dtype)
         batch = np.concatenate([batch, pad])
+      if self._split:
+        batch = jax.device_put(batch, self._split[0])
       result = self._net(self._params, self._prep(batch, lo_a, hi_a))  # async
       if pending is not None:
         outs.append(jax.tree_util.tree_map(np.asarray, pending))

@@ -16,6 +16,7 @@ import numpy as np
 
 from genai import families
 from genai.models.unet import UNet
+from genai.parallel import sharding
 from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
@@ -52,12 +53,16 @@ def clip_range_of(value_range: str):
 
 @functools.partial(jax.jit, static_argnames=(
     'model', 'shape', 'num_classes', 'prediction', 'clip_range', 'sampler', 'steps', 'eta',
-    'guidance'))
+    'guidance', 'split'))
 def _sample_batch(params, schedule, rng, labels, *, model, shape, num_classes, prediction,
-                  clip_range, sampler, steps, eta, guidance):
+                  clip_range, sampler, steps, eta, guidance, split=None):
   """One jitted reverse chain. Module-level with static settings, so every ImageSampler of
-  an equal model (flax modules hash by their fields) reuses the compiled chain."""
-  apply = lambda x, t, y: model.apply({'params': params}, x, t, y, train=False)
+  an equal model (flax modules hash by their fields) reuses the compiled chain. `split`: a
+  batch sharding over several devices (genai/parallel/sharding.local_split) for the chains."""
+  def apply(x, t, y):
+    if split is not None:
+      x = jax.lax.with_sharding_constraint(x, split)
+    return model.apply({'params': params}, x, t, y, train=False)
   fn = samplers.guided_model_fn(apply, labels, num_classes=num_classes, guidance=guidance)
   return samplers.sample(fn, schedule, shape, rng, sampler=sampler, num_steps=steps, eta=eta,
                          prediction=prediction, clip_range=clip_range)
@@ -91,6 +96,10 @@ class ImageSampler:
                   clip_range=self.clip_range, sampler=sampler,
                   steps=int(steps) if sampler in ('ddim', 'dpm++') else 0,
                   eta=float(eta) if sampler == 'ddim' else 0.0, guidance=float(guidance))
+    split = sharding.local_split(batch)  # every device's share of the chains
+    if split is not None:
+      static['split'] = split[0]
+      params = jax.device_put(params, split[1])
     out = []
     for i, start in enumerate(range(0, num_images, batch)):
       y = None

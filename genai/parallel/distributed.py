@@ -23,7 +23,7 @@ import jax
 MODES = ('auto', 'on', 'off')
 
 
-def _cluster_env() -> str | None:
+def cluster_env() -> str | None:
   """Why the environment looks multi-process, or None."""
   env = os.environ
   if env.get('JAX_COORDINATOR_ADDRESS'):
@@ -47,12 +47,12 @@ def initialize(pc: Any | None) -> bool:
   if jax.distributed.is_initialized():
     return True
   address = pc.get('coordinator_address', '') or None
-  if mode == 'off' or (mode == 'auto' and not address and _cluster_env() is None):
+  if mode == 'off' or (mode == 'auto' and not address and cluster_env() is None):
     return False
   num = int(pc.get('num_processes', 0) or 0) or None
   pid = int(pc.get('process_id', -1))
   pid = pid if pid >= 0 else None
-  if address and (num is None or pid is None) and _cluster_env() is None:
+  if address and (num is None or pid is None) and cluster_env() is None:
     raise ValueError(f'parallel.coordinator_address={address!r} needs parallel.num_processes '
                      'and parallel.process_id too (outside SLURM/MPI/TPU, which set them).')
   collectives = pc.get('cpu_collectives', 'gloo')

@@ -26,8 +26,9 @@ BATCH_AXES = ('data', 'fsdp')
 
 
 def mesh_shape(pc: Any, num_devices: int) -> tuple[int, ...]:
-  """(data, fsdp, tensor) sizes for `num_devices`, resolving one -1 entry."""
-  sizes = [int(pc.get(a, 1)) for a in AXES]
+  """(data, fsdp, tensor) sizes for `num_devices`, resolving one -1 entry. An axis the
+  block leaves out has its default (parallel_config's): data -1, fsdp and tensor 1."""
+  sizes = [int(pc.get(a, -1 if a == 'data' else 1)) for a in AXES]
   given = ', '.join(f'parallel.{a}={s}' for a, s in zip(AXES, sizes))
   if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
     raise ValueError(f'Bad mesh ({given}): each axis needs a size >= 1, and at most one '

@@ -114,3 +114,16 @@ def global_batch(local: Any, sharding: NamedSharding, batch_axis: int = 0) -> An
     return jax.make_array_from_process_local_data(sharding, x, tuple(shape))
 
   return jax.tree.map(one, local)
+
+
+def local_split(batch: int) -> tuple[NamedSharding, NamedSharding] | None:
+  """(batch-split, replicated) shardings over this process's devices for single-process
+  inference (Inception features, sampling chains), or None with one device or a batch
+  they do not divide. On a CPU host split into one device per core
+  (genai/parallel/cpu_devices.py) this is what puts every core to work."""
+  devices = jax.local_devices()
+  n = len(devices)
+  if n == 1 or jax.process_count() > 1 or batch % n:
+    return None
+  mesh = Mesh(np.asarray(devices), ('batch',))
+  return NamedSharding(mesh, P('batch')), NamedSharding(mesh, P())

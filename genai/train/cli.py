@@ -29,6 +29,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from genai import errors
+from genai.parallel import cpu_devices
 from genai.train import compile_cache
 
 
@@ -63,6 +64,10 @@ def main(train_fn: Callable[[Any, str], Any], action_fn: Callable[[Any], None],
       return
     if f.config is None:
       raise app.UsageError(f'--config is required for training (e.g. {example_config}).')
+    try:
+      cpu_devices.configure(f.config)  # Before JAX starts its CPU backend.
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
     train_fn(f.config, f.workdir)
 
   return run

@@ -26,6 +26,13 @@ def test_mesh_shape_resolves_the_free_axis(kw, n, want):
   assert mesh_lib.mesh_shape(_pc(**kw), n) == want
 
 
+def test_a_missing_parallel_block_is_data_parallel_over_every_device():
+  # make_mesh() without a config (restoring a workdir to sample from it) on a host of
+  # several devices used to ask for a 1-device mesh and fail.
+  assert mesh_lib.mesh_shape({}, 8) == (8, 1, 1)
+  assert mesh_lib.mesh_shape({'num_devices': 2}, 2) == (2, 1, 1)
+
+
 @pytest.mark.parametrize('kw, n, match', [
     (dict(data=-1, tensor=3), 8, 'does not divide the 8 devices'),
     (dict(data=2, tensor=2), 8, 'has 4 devices but 8 are in use'),
@@ -86,7 +93,7 @@ def test_distributed_modes(monkeypatch):
     distributed.initialize(_pc(coordinator_address='10.0.0.1:1234'))
   monkeypatch.setenv('SLURM_JOB_ID', '7')
   monkeypatch.setenv('SLURM_NTASKS', '4')
-  assert distributed._cluster_env() == 'SLURM job with 4 tasks'
+  assert distributed.cluster_env() == 'SLURM job with 4 tasks'
 
 
 def test_mfu_and_peak_lookup(monkeypatch):

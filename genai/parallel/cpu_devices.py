@@ -1,0 +1,106 @@
+"""On a CPU-only host, one XLA device per core, so data parallelism uses every core.
+
+XLA:CPU runs one program on one device with a thread pool, but the small convolutions and
+matmuls of the models here keep few of its threads busy: on a 2-core AMD EPYC VM the
+diffusion UNet's train step (configs/diffusion/mnist_fid.py, batch 128) took 153 ms on one
+device with both cores and 92 ms on two devices, each with half the batch (1.67x). The loop
+already splits the global batch over the mesh's data axis (genai/parallel/mesh.py), so
+splitting the host into devices is all it takes; the math is the same global-batch step
+(BatchNorm syncs over the whole batch unless train.per_device is set).
+
+The device count is XLA's `--xla_force_host_platform_device_count`, which must be in
+XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
+(genai/train/cli.py, from the config's `parallel` block):
+
+  parallel.cpu_devices = 0   auto: one device per core this process may run on (its CPU
+                             affinity, so `taskset -c 1` means one), at most 8, lowered to
+                             the largest count that divides train.batch_size;
+  parallel.cpu_devices = n   exactly n (1 = the whole host as one device, as plain JAX).
+
+Auto leaves JAX's default where the user chose for themselves: a mesh with explicit axis
+sizes or `parallel.num_devices`, or a multi-process run; neither setting overrides XLA_FLAGS
+that already set the count, or a JAX whose backends already started. On GPU/TPU hosts the flag only shapes the CPU client,
+which those runs do not train on. `benchmarks/lm_step_speed.py` and
+`benchmarks/conv_step_speed.py` measure it (`--cpu_devices`).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable
+
+from genai.parallel import distributed
+
+FLAG = '--xla_force_host_platform_device_count'
+MAX_AUTO = 8  # one replica of params and optimizer state per device: bound the copies
+
+
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity mask), else os.cpu_count()."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except (AttributeError, OSError):
+    return os.cpu_count() or 1
+
+
+def auto_count(batch_sizes: Iterable[int] = (), cores: int | None = None) -> int:
+  """One device per core (at most MAX_AUTO), lowered until it divides every batch size."""
+  n = max(1, min(cores if cores is not None else usable_cores(), MAX_AUTO))
+  sizes = [int(b) for b in batch_sizes if b]
+  while n > 1 and any(b % n for b in sizes):
+    n -= 1
+  return n
+
+
+def current_flag() -> int | None:
+  """The device count XLA_FLAGS already sets, or None."""
+  m = re.search(re.escape(FLAG) + r'=(\d+)', os.environ.get('XLA_FLAGS', ''))
+  return int(m.group(1)) if m else None
+
+
+def _backends_started() -> bool:
+  try:
+    from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+    return bool(xla_bridge.backends_are_initialized())
+  except (ImportError, AttributeError):
+    return True  # cannot tell: do not touch a running JAX
+
+
+def set_count(n: int) -> bool:
+  """Puts `n` host devices in XLA_FLAGS; False (and no change) when the user's XLA_FLAGS
+  already set a count or JAX's backends have started."""
+  if n < 1:
+    raise ValueError(f'parallel.cpu_devices={n}: use 0 (auto) or a device count >= 1.')
+  if current_flag() is not None or _backends_started():
+    return False
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {FLAG}={n}').strip()
+  return True
+
+
+def _user_mesh(pc: Any) -> str | None:
+  """Why the config's mesh or start-up must keep the devices JAX gives, or None."""
+  if int(pc.get('num_devices', 0) or 0):
+    return 'parallel.num_devices is set'
+  if (int(pc.get('data', -1)), int(pc.get('fsdp', 1)), int(pc.get('tensor', 1))) != (-1, 1, 1):
+    return 'the mesh has explicit axis sizes'
+  if pc.get('distributed', 'auto') == 'on' or pc.get('coordinator_address', ''):
+    return 'the run is multi-process'
+  if distributed.cluster_env() is not None:
+    return 'the run is multi-process'
+  return None
+
+
+def configure(config: Any) -> int | None:
+  """Sets the host's CPU device count from `config.parallel.cpu_devices` (module doc) before
+  JAX starts; returns the count set, or None when it left JAX's default."""
+  pc = config.get('parallel') or {}
+  wanted = int(pc.get('cpu_devices', 0) or 0)
+  if wanted < 0:
+    raise ValueError(f'parallel.cpu_devices={wanted}: use 0 (auto) or a device count >= 1.')
+  if wanted:
+    return wanted if set_count(wanted) else None
+  if _user_mesh(pc) is not None:
+    return None
+  train = config.get('train') or {}
+  n = auto_count([train.get('batch_size', 0)])
+  return n if n > 1 and set_count(n) else None

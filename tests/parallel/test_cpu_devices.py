@@ -1,0 +1,124 @@
+"""genai/parallel/cpu_devices.py: how a command splits a CPU host into devices, and that a
+run on the split host trains what it trains on one device."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import common
+from conftest import load_config
+from genai.parallel import cpu_devices
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(REPO, 'configs/lm/pydoc_char.py')
+
+
+@pytest.mark.parametrize('cores, batches, want', [
+    (2, [128], 2), (1, [128], 1), (16, [64], 8), (6, [64], 4), (3, [12], 3),
+    (4, [12, 10], 2), (4, [], 4), (8, [7], 7), (2, [0], 2), (5, [7], 1),
+])
+def test_auto_count_is_one_per_core_dividing_every_batch(cores, batches, want):
+  assert cpu_devices.auto_count(batches, cores) == want
+
+
+@pytest.fixture
+def fresh_jax(monkeypatch):
+  """As a command sees it: no device count in XLA_FLAGS, JAX's backends not started."""
+  monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
+  monkeypatch.setattr(cpu_devices, '_backends_started', lambda: False)
+  monkeypatch.setattr(cpu_devices, 'usable_cores', lambda: 2)
+
+
+def _config(**parallel):
+  c = load_config(CONFIG, 'runlocal')
+  c.parallel = common.parallel_config(**parallel)
+  return c
+
+
+def test_configure_splits_the_host_once(fresh_jax):
+  assert cpu_devices.configure(_config()) == 2
+  assert os.environ['XLA_FLAGS'] == ('--xla_backend_optimization_level=0 '
+                                     '--xla_force_host_platform_device_count=2')
+  assert cpu_devices.current_flag() == 2
+  assert cpu_devices.configure(_config(cpu_devices=4)) is None  # already set: kept
+
+
+@pytest.mark.parametrize('parallel', [
+    dict(num_devices=1), dict(data=1, tensor=-1), dict(distributed='on'),
+    dict(coordinator_address='10.0.0.1:1234'), dict(cpu_devices=1),
+])
+def test_auto_leaves_a_chosen_mesh_and_multi_process_runs_alone(fresh_jax, parallel):
+  want = 1 if parallel.get('cpu_devices') == 1 else None
+  assert cpu_devices.configure(_config(**parallel)) == want
+  assert cpu_devices.current_flag() == want
+
+
+def test_auto_leaves_a_cluster_alone(fresh_jax, monkeypatch):
+  monkeypatch.setenv('SLURM_JOB_ID', '1')
+  monkeypatch.setenv('SLURM_NTASKS', '4')
+  assert cpu_devices.configure(_config()) is None
+
+
+def test_an_explicit_count_is_kept_and_a_bad_one_named(fresh_jax):
+  assert cpu_devices.configure(_config(cpu_devices=3, num_devices=3)) == 3
+  with pytest.raises(ValueError, match=r'parallel.cpu_devices=-2: use 0 \(auto\)'):
+    cpu_devices.configure(_config(cpu_devices=-2))
+
+
+def test_a_started_jax_is_not_touched(monkeypatch):
+  monkeypatch.setenv('XLA_FLAGS', '')
+  monkeypatch.setattr(cpu_devices, '_backends_started', lambda: True)
+  assert not cpu_devices.set_count(2)
+  assert cpu_devices.current_flag() is None
+
+
+def _train(workdir, *flags):
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env['XLA_FLAGS'] = '--xla_backend_optimization_level=0'
+  return subprocess.run(
+      [sys.executable, '-m', 'experiments.lm', '--config', f'{CONFIG}:runlocal',
+       '--workdir', str(workdir), '--config.train.num_steps=6', '--config.train.log_every=2',
+       '--config.train.eval_every=0', *flags],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow  # two training subprocesses
+def test_a_split_host_trains_the_same_global_batch_step(tmp_path):
+  split = _train(tmp_path / 'split', '--config.parallel.cpu_devices=2')
+  one = _train(tmp_path / 'one', '--config.parallel.cpu_devices=1')
+  assert split.returncode == 0, split.stderr[-2000:]
+  assert one.returncode == 0, one.stderr[-2000:]
+  assert split.stdout.splitlines()[0] == ('Mesh data=2 over 2 CPU devices '
+                                          '(parallel.cpu_devices=1: one).')
+  assert 'Mesh' not in one.stdout
+  loss = lambda out: [float(l.split('| loss ')[1].split(' ')[0])
+                      for l in out.splitlines() if '| loss ' in l]
+  assert len(loss(split.stdout)) == 3
+  np.testing.assert_allclose(loss(split.stdout), loss(one.stdout), rtol=2e-4)
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_bad_count_is_one_usage_line(tmp_path):
+  proc = _train(tmp_path / 'bad', '--config.parallel.cpu_devices=-1')
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      'error: parallel.cpu_devices=-1: use 0 (auto) or a device count >= 1.')
+
+
+@pytest.mark.slow  # two subprocesses, each compiling InceptionV3
+def test_split_inference_gives_the_one_device_results(tmp_path):
+  got = {}
+  for n in (2, 1):
+    out = tmp_path / f'{n}.npz'
+    proc = subprocess.run([sys.executable, os.path.join(REPO, 'tests/parallel/split_inference_run.py'),
+                           str(n), str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got[n] = dict(np.load(out))
+  assert got[2]['split'] == 1 and got[1]['split'] == 0
+  assert got[2]['pool'].shape == (6, 2048)
+  np.testing.assert_allclose(got[2]['pool'], got[1]['pool'], rtol=1e-4, atol=1e-4)
+  assert got[2]['samples'].shape == (6, 8, 8, 1)
+  np.testing.assert_allclose(got[2]['samples'], got[1]['samples'], atol=1e-4)
