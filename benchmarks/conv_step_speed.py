@@ -10,7 +10,10 @@ donated state, `train.steps_per_call` steps per call, 4 in both configs). The Py
 is benchmarks/torch_reference_conv.py: the same models (parameter counts asserted equal),
 losses, optimizers and batch sizes, eager, float32, NCHW. Both train on the same real MNIST
 batches. After a warm-up, the rounds alternate (genai UNet, torch UNet, genai DCGAN, torch
-DCGAN, ...) so every side sees the same load; each round times --steps steps. torch gets
+DCGAN, ...) so every side sees the same load; each round times --steps steps. genai's
+step runs as a command trains it: on the CPU devices the host is split into, one per core
+(`--cpu_devices`, genai/parallel/cpu_devices.py), the batch split between them; with more
+than one device it is also timed on one of them (plain JAX's layout). torch gets
 as many threads as this process may run on (its CPU affinity mask), the number XLA's CPU
 client sizes its thread pool by. Reports best and median ms/step and the torch/genai ratio
 of the medians per model, and writes the result file (benchmarks/results.py).
@@ -27,6 +30,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,6 +40,9 @@ from configs.diffusion import mnist as diffusion_config
 from configs.gan import mnist as gan_config
 from experiments import diffusion
 from experiments import gan
+from genai.parallel import cpu_devices
+from genai.parallel import mesh as mesh_lib
+from genai.parallel import sharding
 from genai.objectives import diffusion as dfn
 from genai.train import loop
 from genai.train.optimizers import make_schedule
@@ -52,6 +59,10 @@ _SWEEP = flags.DEFINE_bool('xla_flag_sweep', False, 'Also rerun this benchmark (
                            'subprocess per XLA:CPU setting of XLA_SWEEP and tabulate the ratios.')
 _PROFILE = flags.DEFINE_bool('profile', True, "Profile one genai UNet call (jax.profiler): XLA:CPU "
                              'thunk time by kind of operation, from the optimized HLO.')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many XLA '
+                                    'devices (0 = what a command picks: one per core, '
+                                    'genai/parallel/cpu_devices.py; 1 = plain JAX). With more '
+                                    'than one, genai\'s step is also timed on one of them.')
 _NOTE = flags.DEFINE_string('machine_note', '', 'A note on the machine\'s state (load, pinning).')
 results_lib.define_flags('conv_step_speed')
 
@@ -71,7 +82,8 @@ def headline(fig: dict) -> dict:
   parts = [f'{m}: genai {fig[f"{m}.genai_ms_median"]} ms/step, PyTorch eager '
            f'{fig[f"{m}.torch_ms_median"]} (torch/genai {fig[f"{m}.torch_over_genai"]})'
            for m in ('unet', 'dcgan') if f'{m}.genai_ms_median' in fig]
-  return {'speed': '; '.join(parts) + f' (medians, {fig["threads"]} thread(s))'}
+  return {'speed': '; '.join(parts) + f' (medians, {fig["threads"]} thread(s), genai on '
+                                     f'{fig.get("cpu_devices", 1)} CPU device(s))'}
 
 
 def _data_config(c, data: str):
@@ -87,15 +99,23 @@ class Side:
     self.run, self.n_params = run, n_params
 
 
-def _genai_side(task, config, steps):
-  """The experiment's step as the loop runs it, on `steps` real batches (pre-stacked)."""
+def _genai_side(task, config, steps, devices=0, batches=None):
+  """The experiment's step as the loop runs it, on `steps` real batches (pre-stacked and
+  split over a data-parallel mesh of the first `devices` devices, 0 = all)."""
   k = _STEPS_PER_CALL.value or int(config.train.steps_per_call)
   if steps % k:
     raise ValueError(f'--steps={steps} is not a multiple of train.steps_per_call={k}.')
-  batches = [next(task.train_iter) for _ in range(steps)]
-  stacked = [jax.device_put(loop.stack_batches(batches[i:i + k])) for i in range(0, steps, k)]
-  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1))
-  holder = {'state': jax.jit(task.init_state)(jax.random.key(0)), 'step': 0}
+  batches = batches or [next(task.train_iter) for _ in range(steps)]
+  mesh = mesh_lib.make_mesh({'data': -1, 'num_devices': devices})
+  init, abstract = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
+                                         *task.init_args)
+  batch_sharding = sharding.batch_sharding(mesh, leading=1)
+  stacked = [sharding.global_batch(loop.stack_batches(batches[i:i + k]), batch_sharding,
+                                   batch_axis=1) for i in range(0, steps, k)]
+  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh,
+                                    sharding.state_shardings(abstract), per_device=task.per_device,
+                                    unroll=task.unroll_steps)
+  holder = {'state': init(jax.random.key(0), *task.init_args), 'step': 0}
 
   def run(n):
     state, m = holder['state'], None
@@ -116,6 +136,13 @@ def _genai_side(task, config, steps):
   return side, time.perf_counter() - t, batches, k
 
 
+def _one_device_side(task, config, steps, batches):
+  """The same step on one of the host's CPU devices (as plain JAX), None with one device."""
+  if jax.device_count() == 1:
+    return None
+  return _genai_side(task, config, steps, devices=1, batches=batches)[0]
+
+
 def _torch_nchw(batches, key='image'):
   import torch  # pylint: disable=import-outside-toplevel
   return [torch.from_numpy(np.ascontiguousarray(np.asarray(b[key]).transpose(0, 3, 1, 2)))
@@ -128,8 +155,9 @@ def unet_sides(workdir, steps):
   config = _data_config(diffusion_config.get_config(), _DATA.value)
   task = diffusion.build_task(config, os.path.join(workdir, 'diffusion'))
   side, compile_s, batches, k = _genai_side(task, config, steps)
-  n_jax = sum(p.size for p in jax.tree.leaves(side.n_params['params']))
+  n_jax = sum(p.size for p in jax.tree.leaves(nn.unbox(side.n_params)['params']))
   side.n_params = n_jax
+  side.one_device = _one_device_side(task, config, steps, batches)
 
   u = config.model.unet
   torch.manual_seed(0)
@@ -166,7 +194,8 @@ def dcgan_sides(workdir, steps):
     raise ValueError('the PyTorch DCGAN step is the non-saturating, n_critic=1, no-SN one.')
   task = gan.build_task(config, os.path.join(workdir, 'gan'))
   side, compile_s, batches, k = _genai_side(task, config, steps)
-  s = side.n_params
+  s = nn.unbox(side.n_params)
+  side.one_device = _one_device_side(task, config, steps, batches)
   n_g = sum(p.size for p in jax.tree.leaves(s['g_params']))
   n_d = sum(p.size for p in jax.tree.leaves(s['d_params']))
   side.n_params = n_g + n_d
@@ -285,11 +314,13 @@ def main(argv):
   import torch  # pylint: disable=import-outside-toplevel
   threads = len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
+  cpu_devices.set_count(_CPU_DEVICES.value or cpu_devices.auto_count(
+      [gan_config.get_config().train.batch_size, diffusion_config.get_config().train.batch_size]))
   steps = _STEPS.value
   workdir = tempfile.mkdtemp(prefix='conv_step_speed_')
   builders = {'unet': unet_sides, 'dcgan': dcgan_sides}
   sides, figures, configs = {}, {'threads': threads, 'steps_per_round': steps,
-                                 'rounds': _ROUNDS.value}, {}
+                                 'rounds': _ROUNDS.value, 'cpu_devices': jax.device_count()}, {}
   for name in _MODELS.value:
     g, t, compile_s, config = builders[name](workdir, steps)
     sides[name] = (g, t)
@@ -300,17 +331,26 @@ def main(argv):
     configs[name] = {'model': config.model.to_dict(), 'train.batch_size': config.train.batch_size}
   for _ in range(_WARMUP.value):
     for g, t in sides.values():
-      g.run(steps)
-      t.run(steps)
-  times = {name: {'genai': [], 'torch': []} for name in sides}
+      for side in (g, g.one_device, t):
+        if side is not None:
+          side.run(steps)
+  times = {name: {'genai': [], 'one_device': [], 'torch': []} for name in sides}
   for r in range(_ROUNDS.value):
     for name, (g, t) in sides.items():
       times[name]['genai'].append(_timed(g, steps))
+      if g.one_device is not None:
+        times[name]['one_device'].append(_timed(g.one_device, steps))
       times[name]['torch'].append(_timed(t, steps))
-      print(f'round {r} {name}: genai {times[name]["genai"][-1]:.1f} ms/step, torch '
+      one = (f', genai on one device {times[name]["one_device"][-1]:.1f}'
+             if times[name]['one_device'] else '')
+      print(f'round {r} {name}: genai {times[name]["genai"][-1]:.1f} ms/step{one}, torch '
             f'{times[name]["torch"][-1]:.1f}', flush=True)
   rows = []
   for name, tt in times.items():
+    if tt['one_device']:
+      figures[f'{name}.one_device_ms_median'] = round(float(np.median(tt['one_device'])), 1)
+      figures[f'{name}.one_device_over_split'] = round(
+          figures[f'{name}.one_device_ms_median'] / float(np.median(tt['genai'])), 2)
     for side in ('genai', 'torch'):
       figures[f'{name}.{side}_ms_best'] = round(min(tt[side]), 1)
       figures[f'{name}.{side}_ms_median'] = round(float(np.median(tt[side])), 1)
@@ -319,10 +359,12 @@ def main(argv):
     per_round = [b / a for a, b in zip(tt['genai'], tt['torch'])]
     figures[f'{name}.torch_over_genai_rounds'] = ' '.join(f'{x:.2f}' for x in per_round)
     rows.append([NAMES[name], figures[f'{name}.params'], figures[f'{name}.batch_size'],
-                 figures[f'{name}.genai_ms_median'], figures[f'{name}.torch_ms_median'],
-                 figures[f'{name}.torch_over_genai']])
+                 figures[f'{name}.genai_ms_median'], figures.get(f'{name}.one_device_ms_median', '-'),
+                 figures[f'{name}.torch_ms_median'], figures[f'{name}.torch_over_genai']])
+  devices = figures['cpu_devices']
   tables = [{'title': 'median ms per train step, interleaved rounds in one process',
-             'columns': ['model', 'params', 'batch', 'genai', 'PyTorch eager', 'torch/genai'],
+             'columns': ['model', 'params', 'batch', f'genai ({devices} CPU devices)',
+                         'genai (one device)', 'PyTorch eager', 'torch/genai'],
              'rows': rows}]
   if _PROFILE.value and 'unet' in sides:
     kinds = profile_call(sides['unet'][0])

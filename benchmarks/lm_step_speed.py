@@ -16,6 +16,10 @@ nanoGPT's settings. They are set here whatever the config says, since the baby r
 both off.
 `--bfloat16_too` adds the same step with bf16 compute (float32 params and optimizer) to
 each round: the dtype pilot (docs/benchmarks.md).
+`--cpu_devices N` (default: what a command picks, genai/parallel/cpu_devices.py: one per
+core, dividing the batch) splits this CPU host into N XLA devices; the genai steps then
+run on a data-parallel mesh of all N (`genai_k*`, as `experiments.lm` trains) and on one
+of them (`one_device_k*`, as plain JAX runs on one device with every core's threads).
 Prints JSON lines and the ratio, and writes the result file (benchmarks/results.py). Speed
 claims are ratios taken in one run on one machine.
 """
@@ -37,10 +41,13 @@ from ml_collections import config_flags
 from benchmarks import results as results_lib
 from benchmarks.lm_train import time_step
 from experiments import lm
+from genai.parallel import cpu_devices
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'LM config (its model/batch shape).')
 _STEPS = flags.DEFINE_integer('steps', 64, 'Timed steps per measurement.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds (min is reported).')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many '
+                                    'devices (0 = the commands\' auto choice; 1 = plain JAX).')
 _BF16 = flags.DEFINE_bool('bfloat16_too', False, 'Also time the step with model.dtype='
                           'bfloat16 (bf16 compute, float32 params and optimizer) in each round.')
 results_lib.define_flags('lm_step_speed')
@@ -53,6 +60,9 @@ def headline(fig: dict) -> dict:
   if 'bfloat16_over_float32' in fig:
     speed += (f'; bfloat16 compute {fig[f"bfloat16_k{k}.ms_per_step"]} ms/step '
               f'({fig["bfloat16_over_float32"]}x float32\'s time)')
+  if f'one_device_k{k}.ms_per_step' in fig:
+    speed += (f'; on one of the {fig["cpu_devices"]} CPU devices '
+              f'{fig[f"one_device_k{k}.ms_per_step"]} ms/step')
   if 'torch_eager.ms_per_step' in fig:
     speed += (f'; PyTorch eager {fig["torch_eager.ms_per_step"]} ms/step '
               f'(torch/genai {fig["torch_over_genai"]})')
@@ -83,6 +93,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
+  devices = _CPU_DEVICES.value or cpu_devices.auto_count([config.train.batch_size])
+  cpu_devices.set_count(devices)  # Before JAX starts its CPU backend.
+  devices = jax.device_count()
   config.optimizer.weight_decay, config.optimizer.grad_clip_norm = 0.1, 1.0  # as the reference
   k = config.train.steps_per_call
   workdir = tempfile.mkdtemp(prefix='genai_speed_')
@@ -93,6 +106,9 @@ def main(argv):
     if k > 1:
       results[f'genai_k{k}'].append(
           1e3 * time_step(lm.build_task(config, workdir), _STEPS.value, k))
+    if devices > 1:
+      results.setdefault(f'one_device_k{k}', []).append(
+          1e3 * time_step(lm.build_task(config, workdir), _STEPS.value, k, devices=1))
     if _BF16.value:
       bf16 = config.copy_and_resolve_references()
       bf16.model.dtype = 'bfloat16'
@@ -112,6 +128,10 @@ def main(argv):
   if results.get(f'bfloat16_k{k}'):
     summary['bfloat16_over_float32'] = round(
         min(results[f'bfloat16_k{k}']) / min(results[f'genai_k{k}']), 3)
+  summary['cpu_devices'] = devices
+  if results.get(f'one_device_k{k}'):
+    summary['one_device_over_split'] = round(
+        min(results[f'one_device_k{k}']) / min(results[f'genai_k{k}']), 3)
   print(json.dumps(summary, indent=1))
   figures = summary | {f'{name}.ms_per_step_each_round': [round(x, 2) for x in ms]
                        for name, ms in results.items() if ms}
@@ -120,7 +140,8 @@ def main(argv):
                     config={'model': config.model.to_dict(), 'vocab_size': vocab,
                             'batch_size': config.train.batch_size,
                             'block_size': config.data.block_size, 'steps_per_call': k,
-                            'steps': _STEPS.value, 'rounds': _ROUNDS.value},
+                            'steps': _STEPS.value, 'rounds': _ROUNDS.value,
+                            'cpu_devices': devices},
                     results_dir=flags.FLAGS.results_dir)
 
 

@@ -51,10 +51,11 @@ def headline(fig: dict) -> dict:
           'memory': f'{fig["peak_rss_mib"]:,} MiB'}
 
 
-def time_step(task: loop.Task, steps: int, steps_per_call: int) -> float:
+def time_step(task: loop.Task, steps: int, steps_per_call: int, devices: int = 0) -> float:
   """Median-of-3 seconds per train step on real batches, compile excluded, run exactly as
-  the loop runs it (`steps_per_call` steps per jitted call)."""
-  mesh = mesh_lib.make_mesh()
+  the loop runs it (`steps_per_call` steps per jitted call), on a data-parallel mesh of
+  the first `devices` devices (0 = all)."""
+  mesh = mesh_lib.make_mesh({'data': -1, 'num_devices': devices})
   init, abstract = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
                                          *task.init_args)
   state = init(jax.random.key(0), *task.init_args)

@@ -318,7 +318,7 @@ class InceptionFeatures:
   """
 
   def __init__(self, params: Any, batch_size: int = 100, *,
-               quantize: bool = True):
+               quantize: bool = True, split: bool = True):
     if batch_size < 1:
       raise ValueError(f'batch_size={batch_size} must be >= 1.')
     self.batch_size = int(batch_size)
@@ -328,7 +328,7 @@ class InceptionFeatures:
     self._check_params(params)
     # On a host of several devices (a CPU split one per core) each batch is split between
     # them; the features are the same, the batch's rows are independent.
-    self._split = sharding.local_split(self.batch_size)
+    self._split = sharding.local_split(self.batch_size) if split else None
     self._params = jax.device_put(params, self._split[1] if self._split else None)
 
     # Two jits: the network compiles once for every input size and dtype;
@@ -377,6 +377,7 @@ def _is_shape(x) -> bool:
 
 
 def make_feature_fn(params: Any, batch_size: int = 100, *,
-                    quantize: bool = True) -> InceptionFeatures:
-  """fn(images, value_range=None) -> {'pool': [N, 2048], ('logits')} numpy."""
-  return InceptionFeatures(params, batch_size, quantize=quantize)
+                    quantize: bool = True, split: bool = True) -> InceptionFeatures:
+  """fn(images, value_range=None) -> {'pool': [N, 2048], ('logits')} numpy. `split`:
+  batches split over this process's devices where there are several (False: one)."""
+  return InceptionFeatures(params, batch_size, quantize=quantize, split=split)
