@@ -16,10 +16,10 @@ nanoGPT's settings. They are set here whatever the config says, since the baby r
 both off.
 `--bfloat16_too` adds the same step with bf16 compute (float32 params and optimizer) to
 each round: the dtype pilot (docs/benchmarks.md).
-`--cpu_devices N` (default: what a command picks, genai/parallel/cpu_devices.py: one per
-core, dividing the batch) splits this CPU host into N XLA devices; the genai steps then
-run on a data-parallel mesh of all N (`genai_k*`, as `experiments.lm` trains) and on one
-of them (`one_device_k*`, as plain JAX runs on one device with every core's threads).
+`--cpu_devices N` (default: the config's `parallel.cpu_devices`, 1 for the LM configs;
+genai/parallel/cpu_devices.py) splits this CPU host into N XLA devices; the genai steps
+then run on a data-parallel mesh of all N (`genai_k*`) and also on one of them
+(`one_device_k*`, plain JAX's layout with every core's threads).
 Prints JSON lines and the ratio, and writes the result file (benchmarks/results.py). Speed
 claims are ratios taken in one run on one machine.
 """
@@ -47,7 +47,7 @@ _CONFIG = config_flags.DEFINE_config_file('config', None, 'LM config (its model/
 _STEPS = flags.DEFINE_integer('steps', 64, 'Timed steps per measurement.')
 _ROUNDS = flags.DEFINE_integer('rounds', 3, 'Alternating rounds (min is reported).')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many '
-                                    'devices (0 = the commands\' auto choice; 1 = plain JAX).')
+                                    'devices (0 = as the config\'s parallel.cpu_devices).')
 _BF16 = flags.DEFINE_bool('bfloat16_too', False, 'Also time the step with model.dtype='
                           'bfloat16 (bf16 compute, float32 params and optimizer) in each round.')
 results_lib.define_flags('lm_step_speed')
@@ -93,8 +93,9 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
-  devices = _CPU_DEVICES.value or cpu_devices.auto_count([config.train.batch_size])
-  cpu_devices.set_count(devices)  # Before JAX starts its CPU backend.
+  if _CPU_DEVICES.value:
+    config.parallel.cpu_devices = _CPU_DEVICES.value
+  cpu_devices.configure(config)  # As the command would, before JAX starts its CPU backend.
   devices = jax.device_count()
   config.optimizer.weight_decay, config.optimizer.grad_clip_norm = 0.1, 1.0  # as the reference
   k = config.train.steps_per_call

@@ -215,6 +215,14 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
         '--num_samples 10000'),
      "issue 26's diffusion run (85.9 training minutes) sampled with stochastic DDIM (eta 1, "
      '100 steps): 10,000 samples vs the 10,000 MNIST test images', 130, (MNIST,)),
+    ('fid_budget_diffusion_2dev', _IMAGE, _fid_budget(
+        'fid_budget_diffusion_2dev', 'diffusion', 'diff2c',
+        f'--config configs/diffusion/mnist_fid.py:path={MNIST} --train_minutes 90 '
+        '--curve_samples 1000 --curve_features domain:runs/i26/clf --steps '
+        '8000,16000,24000,32000,40000,48000,52000 --num_samples 10000'),
+     "issue 26's diffusion recipe trained on both cores (the host split into 2 CPU devices) "
+     'to 52,000 steps, then 10,000 samples (DDIM eta 1, 100 steps) vs the 10,000 MNIST test '
+     'images', 120, (MNIST,)),
     ('diffusion_step_speed', _IMAGE, 'python -m benchmarks.diffusion_step_speed '
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
@@ -222,6 +230,11 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      f'--data {MNIST}', 'issue 25: the UNet and DCGAN train steps vs PyTorch eager, '
      'interleaved in one process, 5 rounds x 8 steps; a profile of the UNet step; 9 XLA:CPU '
      'settings, 2 rounds each', 15, (MNIST, 'module:torch')),
+    ('conv_step_speed_split', _IMAGE, 'python -m benchmarks.conv_step_speed --result_name '
+     f'conv_step_speed_split --profile=false --data {MNIST}', 'issue 25: the UNet and DCGAN '
+     'train steps on the host split into one CPU device per core (as the commands train), on '
+     'one of its devices, and PyTorch eager, interleaved in one process, 5 rounds x 8 steps',
+     6, (MNIST, 'module:torch')),
     ('inception_speed', _EVAL, 'python -m benchmarks.inception_speed --batch_sizes=50 '
      '--num_images=100 --rounds=2', 'FID InceptionV3 images/s vs PyTorch, 2 rounds x 100 '
      'images', 1),

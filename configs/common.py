@@ -68,10 +68,10 @@ def parallel_config(**overrides) -> ml_collections.ConfigDict:
   genai/parallel/distributed.py); coordinator_address/num_processes/process_id only where
   no cluster sets them. peak_flops_per_device: for MFU (0 = the table for known GPUs/TPUs).
   cpu_devices: XLA devices a CPU-only host is split into, set by the command before JAX
-  starts (genai/parallel/cpu_devices.py): 0 = one per core (at most 8) that divides
-  train.batch_size, n = exactly n, 1 = plain JAX's one device.
+  starts (genai/parallel/cpu_devices.py): 1 = plain JAX's one device (default), 0 = auto,
+  one per core (at most 8) that divides train.batch_size (the diffusion configs), n = n.
   """
-  return _block(dict(data=-1, fsdp=1, tensor=1, num_devices=0, cpu_devices=0, rules=(),
+  return _block(dict(data=-1, fsdp=1, tensor=1, num_devices=0, cpu_devices=1, rules=(),
                      distributed='auto',
                      coordinator_address='', num_processes=0, process_id=-1,
                      cpu_collectives='gloo', peak_flops_per_device=0.0), overrides)

@@ -1,27 +1,40 @@
 """On a CPU-only host, one XLA device per core, so data parallelism uses every core.
 
-XLA:CPU runs one program on one device with a thread pool, but the small convolutions and
-matmuls of the models here keep few of its threads busy: on a 2-core AMD EPYC VM the
-diffusion UNet's train step (configs/diffusion/mnist_fid.py, batch 128) took 153 ms on one
-device with both cores and 92 ms on two devices, each with half the batch (1.67x). The loop
-already splits the global batch over the mesh's data axis (genai/parallel/mesh.py), so
-splitting the host into devices is all it takes; the math is the same global-batch step
-(BatchNorm syncs over the whole batch unless train.per_device is set).
+XLA:CPU runs one program on one device with a thread pool, and the small convolutions of
+the diffusion UNet keep few of its threads busy: on a 2-core AMD EPYC VM its train step
+(configs/diffusion/mnist.py, batch 64) took 130 ms on one device with both cores and 90 ms
+on two devices with half the batch each. The loop already splits the global batch over the
+mesh's data axis (genai/parallel/mesh.py), so splitting the host is all it takes; the math
+is the same global-batch step (BatchNorm syncs over the whole batch unless
+train.per_device is set). It does not pay everywhere: the DCGAN step (batch 64) took 26 ms
+split against 19 on one device, and the char LM's command was no faster (docs/parallel.md).
 
 The device count is XLA's `--xla_force_host_platform_device_count`, which must be in
 XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
 (genai/train/cli.py, from the config's `parallel` block):
 
+  parallel.cpu_devices = 1   plain JAX: the whole host is one device (the default);
   parallel.cpu_devices = 0   auto: one device per core this process may run on (its CPU
                              affinity, so `taskset -c 1` means one), at most 8, lowered to
-                             the largest count that divides train.batch_size;
-  parallel.cpu_devices = n   exactly n (1 = the whole host as one device, as plain JAX).
+                             the largest count that divides train.batch_size (the
+                             diffusion configs);
+  parallel.cpu_devices = n   exactly n.
 
 Auto leaves JAX's default where the user chose for themselves: a mesh with explicit axis
-sizes or `parallel.num_devices`, or a multi-process run; neither setting overrides XLA_FLAGS
-that already set the count, or a JAX whose backends already started. On GPU/TPU hosts the flag only shapes the CPU client,
-which those runs do not train on. `benchmarks/lm_step_speed.py` and
-`benchmarks/conv_step_speed.py` measure it (`--cpu_devices`).
+sizes or `parallel.num_devices`, or a multi-process run; no setting overrides XLA_FLAGS
+that already set the count, or a JAX whose backends already started. On GPU/TPU hosts the
+flag only shapes the CPU client, which those runs do not train on. Inference with no
+collectives (Inception features, diffusion sampling chains) splits its batches over the
+devices through genai/parallel/sharding.local_split; `python -m genai.evaluation.fid`
+splits the host for it. `benchmarks/conv_step_speed.py`, `lm_step_speed.py` and
+`inception_speed.py` time both layouts (`--cpu_devices`).
+
+A known failure, and why the LM and GAN configs keep one device: the char LM's 1-step
+train call on 2 CPU devices stops in XLA:CPU's in-process all-reduce, one device's share
+waiting for the other's, and XLA aborts the process after 40 s (`Termination timeout for
+all reduce`), with JAX's CPU dispatch asynchronous or not. The diffusion UNet's 4-step
+call did not (a 52,000-step run, and the speed benchmark's rounds). A run that aborts this
+way resumes from its last checkpoint; `--config.parallel.cpu_devices=1` avoids it.
 """
 from __future__ import annotations
 
@@ -94,13 +107,13 @@ def configure(config: Any) -> int | None:
   """Sets the host's CPU device count from `config.parallel.cpu_devices` (module doc) before
   JAX starts; returns the count set, or None when it left JAX's default."""
   pc = config.get('parallel') or {}
-  wanted = int(pc.get('cpu_devices', 0) or 0)
+  wanted = int(pc.get('cpu_devices', 1))
   if wanted < 0:
     raise ValueError(f'parallel.cpu_devices={wanted}: use 0 (auto) or a device count >= 1.')
-  if wanted:
-    return wanted if set_count(wanted) else None
-  if _user_mesh(pc) is not None:
+  if wanted == 1:
+    return None  # JAX's own default
+  if not wanted and _user_mesh(pc) is not None:
     return None
   train = config.get('train') or {}
-  n = auto_count([train.get('batch_size', 0)])
+  n = wanted or auto_count([train.get('batch_size', 0)])
   return n if n > 1 and set_count(n) else None

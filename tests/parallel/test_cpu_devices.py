@@ -37,8 +37,10 @@ def _config(**parallel):
   return c
 
 
-def test_configure_splits_the_host_once(fresh_jax):
-  assert cpu_devices.configure(_config()) == 2
+def test_one_device_is_the_default_and_auto_splits_the_host_once(fresh_jax):
+  assert cpu_devices.configure(_config()) is None  # parallel.cpu_devices=1: plain JAX
+  assert cpu_devices.current_flag() is None
+  assert cpu_devices.configure(_config(cpu_devices=0)) == 2
   assert os.environ['XLA_FLAGS'] == ('--xla_backend_optimization_level=0 '
                                      '--xla_force_host_platform_device_count=2')
   assert cpu_devices.current_flag() == 2
@@ -47,24 +49,29 @@ def test_configure_splits_the_host_once(fresh_jax):
 
 @pytest.mark.parametrize('parallel', [
     dict(num_devices=1), dict(data=1, tensor=-1), dict(distributed='on'),
-    dict(coordinator_address='10.0.0.1:1234'), dict(cpu_devices=1),
+    dict(coordinator_address='10.0.0.1:1234'),
 ])
 def test_auto_leaves_a_chosen_mesh_and_multi_process_runs_alone(fresh_jax, parallel):
-  want = 1 if parallel.get('cpu_devices') == 1 else None
-  assert cpu_devices.configure(_config(**parallel)) == want
-  assert cpu_devices.current_flag() == want
+  assert cpu_devices.configure(_config(cpu_devices=0, **parallel)) is None
+  assert cpu_devices.current_flag() is None
 
 
 def test_auto_leaves_a_cluster_alone(fresh_jax, monkeypatch):
   monkeypatch.setenv('SLURM_JOB_ID', '1')
   monkeypatch.setenv('SLURM_NTASKS', '4')
-  assert cpu_devices.configure(_config()) is None
+  assert cpu_devices.configure(_config(cpu_devices=0)) is None
 
 
 def test_an_explicit_count_is_kept_and_a_bad_one_named(fresh_jax):
   assert cpu_devices.configure(_config(cpu_devices=3, num_devices=3)) == 3
   with pytest.raises(ValueError, match=r'parallel.cpu_devices=-2: use 0 \(auto\)'):
     cpu_devices.configure(_config(cpu_devices=-2))
+
+
+def test_the_diffusion_mnist_recipes_split_and_the_others_do_not():
+  for path, want in [('configs/diffusion/mnist.py', 0), ('configs/diffusion/mnist_fid.py', 0),
+                     ('configs/gan/mnist.py', 1), ('configs/lm/shakespeare_char.py', 1)]:
+    assert load_config(os.path.join(REPO, path), None).parallel.cpu_devices == want, path
 
 
 def test_a_started_jax_is_not_touched(monkeypatch):
