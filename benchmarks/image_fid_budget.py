@@ -221,7 +221,7 @@ def plot(path: str, names: list[str], results_dir: str) -> None:
       ax.plot(*zip(*pts), marker='o' if len(pts) > 1 else '*', markersize=6 if len(pts) > 1
               else 12, label=f'{res["name"]}: {what}, {n:,} samples vs '
               f'{pts and [r["n_ref"] for r in rows if r["features"] == feats][0]:,} test')
-  ax.set_xlabel('training minutes (one core of a shared 2-core AMD EPYC)')
+  ax.set_xlabel('training minutes (2-core AMD EPYC: 2dev on both cores, the others on one)')
   ax.set_ylabel('FID (Inception) / FID-domain')
   ax.set_yscale('log')
   ax.grid(True, which='both', alpha=0.3)
