@@ -16,8 +16,8 @@ import numpy as np
 
 from genai import families
 from genai.models.unet import UNet
-from genai.parallel import sharding
 from genai.objectives import diffusion as dfn
+from genai.parallel import sharding
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
 from genai.train import transfer

@@ -7,7 +7,8 @@ on two devices with half the batch each. The loop already splits the global batc
 mesh's data axis (genai/parallel/mesh.py), so splitting the host is all it takes; the math
 is the same global-batch step (BatchNorm syncs over the whole batch unless
 train.per_device is set). It does not pay everywhere: the DCGAN step (batch 64) took 26 ms
-split against 19 on one device, and the char LM's command was no faster (docs/parallel.md).
+split against 19 on one device, and the char LM's baby command took 58.6 s split against
+60.2 as one device (docs/parallel.md).
 
 The device count is XLA's `--xla_force_host_platform_device_count`, which must be in
 XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
