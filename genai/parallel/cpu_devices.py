@@ -91,17 +91,14 @@ def set_count(n: int) -> bool:
   return True
 
 
-def _user_mesh(pc: Any) -> str | None:
-  """Why the config's mesh or start-up must keep the devices JAX gives, or None."""
-  if int(pc.get('num_devices', 0) or 0):
-    return 'parallel.num_devices is set'
-  if (int(pc.get('data', -1)), int(pc.get('fsdp', 1)), int(pc.get('tensor', 1))) != (-1, 1, 1):
-    return 'the mesh has explicit axis sizes'
-  if pc.get('distributed', 'auto') == 'on' or pc.get('coordinator_address', ''):
-    return 'the run is multi-process'
-  if distributed.cluster_env() is not None:
-    return 'the run is multi-process'
-  return None
+def _user_chose_devices(pc: Any) -> bool:
+  """Whether the config's mesh or start-up must keep the devices JAX gives: an explicit
+  `parallel.num_devices` or mesh axis sizes, or a multi-process run."""
+  return bool(int(pc.get('num_devices', 0) or 0)
+              or (int(pc.get('data', -1)), int(pc.get('fsdp', 1)), int(pc.get('tensor', 1)))
+              != (-1, 1, 1)
+              or pc.get('distributed', 'auto') == 'on' or pc.get('coordinator_address', '')
+              or distributed.cluster_env() is not None)
 
 
 def configure(config: Any) -> int | None:
@@ -113,7 +110,7 @@ def configure(config: Any) -> int | None:
     raise ValueError(f'parallel.cpu_devices={wanted}: use 0 (auto) or a device count >= 1.')
   if wanted == 1:
     return None  # JAX's own default
-  if not wanted and _user_mesh(pc) is not None:
+  if not wanted and _user_chose_devices(pc):
     return None
   train = config.get('train') or {}
   n = wanted or auto_count([train.get('batch_size', 0)])
