@@ -5,10 +5,11 @@ diffusion UNet of configs/diffusion/mnist.py and the DCGAN of configs/gan/mnist.
   taskset -c 1 python -m benchmarks.conv_step_speed --rounds 7   # one core
 
 genai's side is each experiment's own train step (`build_task(config).train_step`: loss,
-gradients, optimizer update, EMA) jitted as the loop runs it (`loop.make_multi_step`,
-donated state, `train.steps_per_call` steps per call, 4 in both configs). The PyTorch side
-is benchmarks/torch_reference_conv.py: the same models (parameter counts asserted equal),
-losses, optimizers and batch sizes, eager, float32, NCHW. Both train on the same real MNIST
+gradients, optimizer update, EMA) jitted as the loop runs it (benchmarks/sharded_step.py:
+`loop.make_multi_step`, donated state, `train.steps_per_call` steps per call, 4 in both
+configs). The PyTorch side is benchmarks/torch_reference_conv.py: the same models
+(parameter counts asserted equal), losses, optimizers and batch sizes, eager, float32,
+NCHW. Both train on the same real MNIST
 batches. After a warm-up, the rounds alternate (genai UNet, torch UNet, genai DCGAN, torch
 DCGAN, ...) so every side sees the same load; each round times --steps steps. genai's
 step runs as a command trains it: on the CPU devices the host is split into, one per core
@@ -36,15 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import results as results_lib
+from benchmarks import sharded_step
 from configs.diffusion import mnist as diffusion_config
 from configs.gan import mnist as gan_config
 from experiments import diffusion
 from experiments import gan
 from genai.parallel import cpu_devices
-from genai.parallel import mesh as mesh_lib
-from genai.parallel import sharding
 from genai.objectives import diffusion as dfn
-from genai.train import loop
 from genai.train.optimizers import make_schedule
 
 _DATA = flags.DEFINE_string('data', '../shared/data/mnist', 'Folder of MNIST IDX files.')
@@ -107,33 +106,13 @@ def _genai_side(task, config, steps, devices=0, batches=None):
   if steps % k:
     raise ValueError(f'--steps={steps} is not a multiple of train.steps_per_call={k}.')
   batches = batches or [next(task.train_iter) for _ in range(steps)]
-  mesh = mesh_lib.make_mesh({'data': -1, 'num_devices': devices})
-  init, abstract = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
-                                         *task.init_args)
-  batch_sharding = sharding.batch_sharding(mesh, leading=1)
-  stacked = [sharding.global_batch(loop.stack_batches(batches[i:i + k]), batch_sharding,
-                                   batch_axis=1) for i in range(0, steps, k)]
-  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh,
-                                    sharding.state_shardings(abstract), per_device=task.per_device,
-                                    unroll=task.unroll_steps)
-  holder = {'state': init(jax.random.key(0), *task.init_args), 'step': 0}
-
-  def run(n):
-    state, m = holder['state'], None
-    for i in range(n // k):
-      state, m = multi_step(state, stacked[i % len(stacked)], np.int32(holder['step']))
-      holder['step'] += k
-    jax.block_until_ready((state, m))
-    holder['state'] = state
+  step = sharded_step.build(task, batches, k, devices)
+  run = lambda n: step.run(n // k)
   t = time.perf_counter()
   run(k)  # compile
-  side = Side(run, holder['state'])
-
-  def call():  # one more call, keeping the (donated) state
-    holder['state'], m = multi_step(holder['state'], stacked[0], np.int32(0))
-    return m
-  side.call = call
-  side.lowered = lambda: multi_step.lower(holder['state'], stacked[0], np.int32(0))
+  side = Side(run, step.state)
+  side.call = step.call
+  side.lowered = step.lower
   return side, time.perf_counter() - t, batches, k
 
 
@@ -315,8 +294,8 @@ def main(argv):
   import torch  # pylint: disable=import-outside-toplevel
   threads = len(os.sched_getaffinity(0))
   torch.set_num_threads(threads)
-  cpu_devices.set_count(_CPU_DEVICES.value or cpu_devices.auto_count(
-      [gan_config.get_config().train.batch_size, diffusion_config.get_config().train.batch_size]))
+  cpu_devices.split_for([gan_config.get_config().train.batch_size,
+                         diffusion_config.get_config().train.batch_size], _CPU_DEVICES.value)
   steps = _STEPS.value
   workdir = tempfile.mkdtemp(prefix='conv_step_speed_')
   builders = {'unet': unet_sides, 'dcgan': dcgan_sides}

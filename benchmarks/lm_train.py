@@ -26,9 +26,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks import results as results_lib
+from benchmarks import sharded_step
 from experiments import lm
-from genai.parallel import mesh as mesh_lib
-from genai.parallel import sharding
 from genai.train import loop
 
 def define_flags() -> None:
@@ -55,25 +54,14 @@ def time_step(task: loop.Task, steps: int, steps_per_call: int, devices: int = 0
   """Median-of-3 seconds per train step on real batches, compile excluded, run exactly as
   the loop runs it (`steps_per_call` steps per jitted call), on a data-parallel mesh of
   the first `devices` devices (0 = all)."""
-  mesh = mesh_lib.make_mesh({'data': -1, 'num_devices': devices})
-  init, abstract = sharding.sharded_init(task.init_state, mesh, sharding.DEFAULT_RULES,
-                                         *task.init_args)
-  state = init(jax.random.key(0), *task.init_args)
-  multi_step = loop.make_multi_step(task.train_step, jax.random.key(1), mesh,
-                                    sharding.state_shardings(abstract), unroll=task.unroll_steps)
   calls = max(steps // steps_per_call, 1)
-  batch_sharding = sharding.batch_sharding(mesh, leading=1)
-  batches = [sharding.global_batch(
-      loop.stack_batches([next(task.train_iter) for _ in range(steps_per_call)]),
-      batch_sharding, batch_axis=1) for _ in range(calls)]
-  state, m = multi_step(state, batches[0], np.int32(0))
-  jax.block_until_ready(m)
+  step = sharded_step.build(task, [next(task.train_iter) for _ in range(calls * steps_per_call)],
+                            steps_per_call, devices)
+  step.run(1)  # compile
   runs = []
   for _ in range(3):
     t0 = time.perf_counter()
-    for b in batches:
-      state, m = multi_step(state, b, np.int32(0))
-    jax.block_until_ready(m)
+    step.run(calls)
     runs.append((time.perf_counter() - t0) / (calls * steps_per_call))
   return float(np.median(runs))
 
