@@ -254,7 +254,7 @@ def main(argv):
     if not f.num_samples:
       return
   # Sampling and Inception split their batches over one CPU device per core.
-  cpu_devices.set_count(cpu_devices.auto_count([f.batch_size, 100]))
+  cpu_devices.split_for([f.batch_size, 100])
   log_path = f.train_log or os.path.join(f.workdir, 'train.log')
   seconds = train_seconds_by_step(open(log_path)) if os.path.exists(log_path) else {}
   steps = [int(s) for s in f.steps] or checkpoint_steps(f.workdir)

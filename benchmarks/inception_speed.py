@@ -107,7 +107,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   sizes = [int(b) for b in _BATCH_SIZES.value]
-  cpu_devices.set_count(_CPU_DEVICES.value or cpu_devices.auto_count(sizes))
+  cpu_devices.split_for(sizes, _CPU_DEVICES.value)
   params, digest = inception_weights.load_inception_params(_WEIGHTS.value)
   runners = {}
   for bs in sizes:

@@ -178,7 +178,7 @@ def define_flags() -> None:
 def _sample_from_flags(f) -> None:
   out = f.out or paths.join(f.workdir, 'cli')
   # The chains of a batch split over one CPU device per core (genai/parallel/cpu_devices.py).
-  cpu_devices.set_count(cpu_devices.auto_count([min(f.batch_size, f.num_images)]))
+  cpu_devices.split_for([min(f.batch_size, f.num_images)])
   t0 = time.perf_counter()
   _, png, npz = sample(f.workdir, num_images=f.num_images, out=out, sampler=f.sampler,
                        steps=f.sample_steps, eta=f.eta, guidance=f.guidance, label=f.label,

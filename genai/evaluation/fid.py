@@ -169,7 +169,7 @@ def main(argv):
                          'mnist:test --data_path ../shared/data/mnist')
   log = lambda s: print(s, file=sys.stderr)
   # Inception's batches split over one CPU device per core (genai/parallel/cpu_devices.py).
-  cpu_devices.set_count(cpu_devices.auto_count([f.batch_size]))
+  cpu_devices.split_for([f.batch_size])
   ref = ref_lib.parse_dataset_spec(f.ref, f.data_path or None, f.ref_image_size)
   if not os.path.exists(f.samples) and ':' in f.samples:  # A dataset: real-vs-real floors.
     real = ref_lib.parse_dataset_spec(f.samples, f.data_path or None, ref.image_size)

@@ -30,12 +30,13 @@ devices through genai/parallel/sharding.local_split; `python -m genai.evaluation
 splits the host for it. `benchmarks/conv_step_speed.py`, `lm_step_speed.py` and
 `inception_speed.py` time both layouts (`--cpu_devices`).
 
-A known failure, and why the LM and GAN configs keep one device: the char LM's 1-step
-train call on 2 CPU devices stops in XLA:CPU's in-process all-reduce, one device's share
-waiting for the other's, and XLA aborts the process after 40 s (`Termination timeout for
-all reduce`), with JAX's CPU dispatch asynchronous or not. The diffusion UNet's 4-step
-call did not (a 52,000-step run, and the speed benchmark's rounds). A run that aborts this
-way resumes from its last checkpoint; `--config.parallel.cpu_devices=1` avoids it.
+A known failure: a deep queue of calls with an all-reduce deadlocks XLA:CPU on a split
+host. One device's share of the all-reduce waits for the other's and XLA aborts the
+process after 40 s (`Termination timeout for all reduce`). The char LM's 1-step train
+call on 2 devices, 256 calls dispatched at once, hung whenever 48 or more were in flight
+and never with 32 (jax 0.10.2, 2026-12-05). The train loop keeps at most two calls in
+flight (it fetches call c's metrics after dispatching call c+1), and so do the speed
+benchmarks (benchmarks/sharded_step.py): keep it so in any loop over a split host.
 """
 from __future__ import annotations
 
@@ -89,6 +90,13 @@ def set_count(n: int) -> bool:
     return False
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {FLAG}={n}').strip()
   return True
+
+
+def split_for(batch_sizes: Iterable[int], n: int = 0) -> bool:
+  """Splits the host for inference on `batch_sizes` (Inception features, sampling chains):
+  `n` devices, or with n=0 one per core that divides every batch size (`auto_count`).
+  Call it before JAX starts; returns what `set_count` does."""
+  return set_count(n or auto_count(batch_sizes))
 
 
 def _user_chose_devices(pc: Any) -> bool:

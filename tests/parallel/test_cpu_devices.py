@@ -68,6 +68,17 @@ def test_an_explicit_count_is_kept_and_a_bad_one_named(fresh_jax):
     cpu_devices.configure(_config(cpu_devices=-2))
 
 
+def test_inference_splits_one_device_per_core_dividing_its_batches(fresh_jax):
+  assert cpu_devices.split_for([64, 100])
+  assert cpu_devices.current_flag() == 2
+
+
+def test_inference_split_takes_an_explicit_count(fresh_jax):
+  assert cpu_devices.split_for([7], 3)
+  assert cpu_devices.current_flag() == 3
+  assert not cpu_devices.split_for([64])  # the first count stands
+
+
 def test_the_diffusion_mnist_recipes_split_and_the_others_do_not():
   for path, want in [('configs/diffusion/mnist.py', 0), ('configs/diffusion/mnist_fid.py', 0),
                      ('configs/gan/mnist.py', 1), ('configs/lm/shakespeare_char.py', 1)]:
