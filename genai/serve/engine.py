@@ -84,28 +84,32 @@ def _prefill(model: Transformer, params, cache, slot, tokens_1T, length, key, te
 @functools.partial(jax.jit, static_argnames=('model', 'num_steps', 'length'),
                    donate_argnames=('cache',))
 def _decode_tick(model: Transformer, params, cache, tokens_S, positions_S, keys_S,
-                 temperature_S, top_k_S, top_p_S, *, num_steps: int, length: int):
-  """`num_steps` tokens for the first S slots: [S, num_steps], and the cache. Slot s feeds
-  tokens_S[s] at positions_S[s] and draws the token for the next position. Only the first
-  `length` positions of those S slots' cache rows are read and written: S and `length`
-  are buckets, so a lone request does not pay for idle slots, nor short sequences for the
-  whole context (at batch 8 reading the cache costs as much as reading the weights)."""
+                 temperature_S, top_k_S, top_p_S, steps, *, num_steps: int, length: int):
+  """`steps` (<= num_steps, traced) tokens for the first S slots: [S, num_steps], of which
+  the first `steps` columns are new, and the cache. Slot s feeds tokens_S[s] at
+  positions_S[s] and draws the token for the next position. Only the first `length`
+  positions of those S slots' cache rows are read and written: S and `length` are
+  buckets, so a lone request does not pay for idle slots, nor short sequences for the
+  whole context (at batch 8 reading the cache costs as much as reading the weights). A
+  tick that ends its requests runs only the steps they still need (`steps`), with no
+  recompile: the loop's trip count is a traced value."""
   rows = tokens_S.shape[0]
   full = cache
   cache = jax.tree.map(lambda c: c[..., :rows, :, :length, :], cache)  # [(L,) B, K, S, D]
   last = length - 1
 
-  def step(carry, _):
-    tok_S, pos_S, cache = carry
+  def step(i, carry):
+    tok_S, pos_S, cache, out_NS = carry
     pos_S = jnp.minimum(pos_S, last)  # idle or overrunning slots write in bounds
     logits_S1V, cache = model.apply({'params': params}, tok_S[:, None],
                                     positions_BT=pos_S[:, None], cache=cache)
     keys = jax.vmap(jax.random.fold_in)(keys_S, pos_S + 1)
     nxt_S = sample_rows(logits_S1V[:, 0], keys, temperature_S, top_k_S, top_p_S)
-    return (nxt_S, pos_S + 1, cache), nxt_S
+    return nxt_S, pos_S + 1, cache, out_NS.at[i].set(nxt_S)
 
-  (_, _, cache), out_NS = jax.lax.scan(step, (tokens_S, positions_S, cache), None,
-                                       length=num_steps)
+  out_NS = jnp.zeros((num_steps, rows), jnp.int32)
+  _, _, cache, out_NS = jax.lax.fori_loop(
+      0, jnp.minimum(steps, num_steps), step, (tokens_S, positions_S, cache, out_NS))
   return out_NS.T, jax.tree.map(lambda f, c: f.at[..., :rows, :, :length, :].set(c), full, cache)
 
 
@@ -308,26 +312,31 @@ class Engine:
         self._slots[s] = None
         req.on_update('', [], 'cancelled')
 
-  def _tick(self, rows: int, length: int):
-    """Decodes the first `rows` slots over the first `length` cache positions."""
+  def _tick(self, rows: int, length: int, steps: int | None = None):
+    """Decodes `steps` tokens (default steps_per_tick) for the first `rows` slots over the
+    first `length` cache positions."""
     return _decode_tick(self.model, self.params, self._cache, self._tokens[:rows],
                         self._positions[:rows], self._keys[:rows],
-                        *(a[:rows] for a in self._settings), num_steps=self.steps_per_tick,
+                        *(a[:rows] for a in self._settings),
+                        np.int32(steps or self.steps_per_tick), num_steps=self.steps_per_tick,
                         length=length)
 
   def _decode(self) -> None:
     t0 = time.perf_counter()
     active = [s for s, r in enumerate(self._slots) if r is not None]
     rows = next(b for b in self.row_buckets if b > active[-1])
-    reach = max(self._positions[s] for s in active) + self.steps_per_tick
+    # No more steps than the longest request still needs (stops may end it sooner).
+    steps = min(self.steps_per_tick,
+                max(self._slots[s].max_tokens - len(self._slots[s].tokens) for s in active))
+    reach = max(self._positions[s] for s in active) + steps
     out_SN, self._cache = self._tick(
-        rows, next((b for b in self.length_buckets if b >= reach), self.max_len))
-    out_SN = np.asarray(out_SN)
+        rows, next((b for b in self.length_buckets if b >= reach), self.max_len), steps)
+    out_SN = np.asarray(out_SN)[:, :steps]
     self.tick_seconds += time.perf_counter() - t0
     for s, req in enumerate(self._slots[:len(out_SN)]):
       if req is None:
         continue
-      self._positions[s] += self.steps_per_tick
+      self._positions[s] += steps
       self._tokens[s] = out_SN[s, -1]
       self._emit(s, out_SN[s].tolist())
 

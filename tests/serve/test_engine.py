@@ -9,6 +9,8 @@ import pytest
 
 from genai.sample import decode
 from genai.serve import models
+from genai.models.transformer import init_cache
+from genai.serve import engine as engine_lib
 from genai.serve.engine import Engine, QueueFull, Request, buckets_for
 
 
@@ -85,6 +87,28 @@ def test_greedy_matches_generate(engine, served):
                           rng=jax.random.key(0), temperature=0.0)
     [(text, reason)] = run_all(engine, [req(tok, prompt, 30, temperature=0.0)])
     assert text == tok.decode(ref[0, len(ids):]) and reason == 'length'
+
+
+def test_a_tick_runs_only_the_steps_asked_for(served):
+  """A tick that ends its requests decodes the steps they need, not steps_per_tick: the
+  same tokens as a full tick up to there, and no cache position past them written."""
+  model, params = served.model, served.params
+  def tick(steps):
+    cache = init_cache(model.config, 2, model.config.max_len)
+    out, cache = engine_lib._decode_tick(
+        model, params, cache, np.array([3, 5], np.int32), np.array([0, 2], np.int32),
+        jax.random.split(jax.random.key(0), 2), np.zeros(2, np.float32),
+        np.zeros(2, np.int32), np.ones(2, np.float32), np.int32(steps), num_steps=8,
+        length=16)
+    return np.asarray(out), jax.tree.map(np.asarray, cache)
+  full, full_cache = tick(8)
+  short, short_cache = tick(3)
+  np.testing.assert_array_equal(short[:, :3], full[:, :3])
+  assert not short[:, 3:].any()
+  k = short_cache['k'][0]  # [B, K, S, D]: row 0 wrote positions 0..2, row 1 2..4
+  assert k[0, :, :3].any() and not k[0, :, 3:].any()
+  assert k[1, :, 2:5].any() and not k[1, :, 5:].any() and not k[1, :, :2].any()
+  np.testing.assert_allclose(k[0, :, :3], full_cache['k'][0][0, :, :3], rtol=1e-6)
 
 
 def test_a_request_does_not_depend_on_its_batch(engine, served):
