@@ -33,10 +33,11 @@ splits the host for it. `benchmarks/conv_step_speed.py`, `lm_step_speed.py` and
 A known failure: a deep queue of calls with an all-reduce deadlocks XLA:CPU on a split
 host. One device's share of the all-reduce waits for the other's and XLA aborts the
 process after 40 s (`Termination timeout for all reduce`). The char LM's 1-step train
-call on 2 devices, 256 calls dispatched at once, hung whenever 48 or more were in flight
-and never with 32 (jax 0.10.2, 2026-12-05). The train loop keeps at most two calls in
-flight (it fetches call c's metrics after dispatching call c+1), and so do the speed
-benchmarks (benchmarks/sharded_step.py): keep it so in any loop over a split host.
+call on 2 devices, 256 calls, waiting every N (benchmarks/split_queue_probe.py, jax
+0.10.2): every run finished with N = 1, 2 or 32, 2 of 3 with N = 64, none without
+waiting. The train loop keeps at most two calls in flight (it fetches call c's metrics
+after dispatching call c+1), and so do the speed benchmarks (benchmarks/sharded_step.py):
+keep it so in any loop over a split host.
 """
 from __future__ import annotations
 
