@@ -29,8 +29,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAKESPEARE = os.path.join(REPO, '..', 'shared', 'data', 'tinyshakespeare', 'input.txt')
 GPT2_RANKS = os.path.join(REPO, '..', 'shared', 'data', 'gpt2_bpe', 'gpt2.tiktoken')

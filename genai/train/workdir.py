@@ -170,8 +170,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       if mesh.size > 1:
         kind = mesh.devices.flat[0].platform.upper()
         axes = ' x '.join(f'{a}={n}' for a, n in mesh.shape.items() if n > 1)
-        print_fn(f'Mesh {axes} over {mesh.size} {kind} devices'
-                 + (' (parallel.cpu_devices=1: one)' if kind == 'CPU' else '') + '.')
+        hint = ' (--config.parallel.cpu_devices=1 runs on one)' if kind == 'CPU' else ''
+        print_fn(f'Mesh {axes} over {mesh.size} {kind} devices{hint}.')
     task = build_task(config, workdir)
     return loop.train(task, workdir=workdir, num_steps=tc.num_steps, seed=config.seed,
                       log_every=tc.log_every, eval_every=tc.eval_every,

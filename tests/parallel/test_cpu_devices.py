@@ -109,7 +109,7 @@ def test_a_split_host_trains_the_same_global_batch_step(tmp_path):
   assert split.returncode == 0, split.stderr[-2000:]
   assert one.returncode == 0, one.stderr[-2000:]
   assert split.stdout.splitlines()[0] == ('Mesh data=2 over 2 CPU devices '
-                                          '(parallel.cpu_devices=1: one).')
+                                          '(--config.parallel.cpu_devices=1 runs on one).')
   assert 'Mesh' not in one.stdout
   loss = lambda out: [float(l.split('| loss ')[1].split(' ')[0])
                       for l in out.splitlines() if '| loss ' in l]
