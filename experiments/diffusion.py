@@ -32,7 +32,9 @@ from genai.objectives import diffusion as dfn
 from genai.sample import diffusion_samplers as samplers
 from genai.sample import image_files
 from genai.parallel import cpu_devices
+from genai.parallel import in_flight
 from genai.parallel import mesh as mesh_lib
+from genai.parallel import sharding
 from genai.train import ema as ema_lib
 from genai.train import cli
 from genai.train import loop
@@ -112,12 +114,13 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
     return jnp.sum(aux['per_example'])
 
   def held_out_loss(params):
-    total = []
-    for i, start in enumerate(range(0, len(eval_x), eb)):
-      y = None if eval_y is None else eval_y[start:start + eb]
-      total.append(eval_batch(params, eval_x[start:start + eb], y,
-                              jax.random.fold_in(jax.random.key(config.seed + 2), i)))
-    return float(sum(jax.device_get(total))) / len(eval_x)
+    def one(i_start):
+      i, start = i_start
+      x, y = sharding.split_local_batch(
+          (eval_x[start:start + eb], None if eval_y is None else eval_y[start:start + eb]))
+      return eval_batch(params, x, y, jax.random.fold_in(jax.random.key(config.seed + 2), i))
+    total = in_flight.fetch_windowed(one, enumerate(range(0, len(eval_x), eb)))
+    return float(sum(total)) / len(eval_x)
 
   sampler = ImageSampler(model, sched, image_shape=image_shape, num_classes=num_classes,
                          prediction=config.diffusion.prediction, value_range=data.value_range,

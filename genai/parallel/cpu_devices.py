@@ -6,9 +6,10 @@ the diffusion UNet keep few of its threads busy: on a 2-core AMD EPYC VM its tra
 on two devices with half the batch each. The loop already splits the global batch over the
 mesh's data axis (genai/parallel/mesh.py), so splitting the host is all it takes; the math
 is the same global-batch step (BatchNorm syncs over the whole batch unless
-train.per_device is set). It does not pay everywhere: the DCGAN step (batch 64) took 26 ms
-split against 19 on one device, and the char LM's baby command took 58.6 s split against
-60.2 as one device (docs/parallel.md).
+train.per_device is set). The baby char LM's command took 46.8-50.3 s split against
+54.0-56.9 as one device, its evaluation losses split too (sharding.split_local_batch). It
+does not pay everywhere: the DCGAN step (batch 64) took 29 ms split against 20.5 on one
+device, and the MNIST DiT's command gained nothing (docs/parallel.md).
 
 The device count is XLA's `--xla_force_host_platform_device_count`, which must be in
 XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
@@ -18,7 +19,7 @@ XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
   parallel.cpu_devices = 0   auto: one device per core this process may run on (its CPU
                              affinity, so `taskset -c 1` means one), at most 8, lowered to
                              the largest count that divides train.batch_size (the
-                             diffusion configs);
+                             diffusion MNIST and baby char LM configs);
   parallel.cpu_devices = n   exactly n.
 
 Auto leaves JAX's default where the user chose for themselves: a mesh with explicit axis

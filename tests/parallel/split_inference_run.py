@@ -1,6 +1,8 @@
 """Run by tests/parallel/test_cpu_devices.py in a subprocess with N host devices: Inception
-features and diffusion sampling chains (random weights), batches split over the devices
-(genai/parallel/sharding.local_split). Writes them to an npz to compare against N=1.
+features, diffusion sampling chains and an LM's validation loss over 40 batches (random
+weights), batches split over the devices (genai/parallel/sharding.local_split; the loss
+with one all-reduce a batch, fetched in windows: genai/parallel/in_flight.py). Writes
+them to an npz to compare against N=1.
 
   python tests/parallel/split_inference_run.py DEVICES OUT.npz
 """
@@ -17,6 +19,8 @@ import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top,wrong-impo
 
 from genai.evaluation import inception  # noqa: E402  pylint: disable=g-import-not-at-top
 from genai.families import diffusion  # noqa: E402  pylint: disable=g-import-not-at-top
+from genai.families import lm  # noqa: E402  pylint: disable=g-import-not-at-top
+from genai.models.transformer import Transformer, TransformerConfig  # noqa: E402  pylint: disable=g-import-not-at-top
 from genai.models.unet import UNet  # noqa: E402  pylint: disable=g-import-not-at-top
 from genai.objectives import diffusion as dfn  # noqa: E402  pylint: disable=g-import-not-at-top
 from genai.parallel import sharding  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -36,4 +40,11 @@ sampler = diffusion.ImageSampler(unet, dfn.make_schedule(diffusion_config.get_co
                                  value_range='[-1,1]')
 out['samples'] = sampler(uparams, jax.random.key(3), 6, sampler='ddim', steps=4, eta=1.0,
                          batch_size=4)
+
+gpt = Transformer(TransformerConfig(vocab_size=11, d_model=16, num_layers=1, num_heads=2,
+                                    max_len=8))
+gparams = gpt.init(jax.random.key(4), jnp.zeros((1, 8), jnp.int32))['params']
+tokens = np.asarray(jax.random.randint(jax.random.key(5), (40, 4, 9), 0, 11), np.int32)
+batches = [{'inputs': t[:, :-1], 'targets': t[:, 1:]} for t in tokens]
+out['lm_loss'] = np.float64(lm.mean_loss(lm.eval_step_fn(gpt), gparams, batches))
 np.savez(sys.argv[2], **out)

@@ -79,9 +79,10 @@ def test_inference_split_takes_an_explicit_count(fresh_jax):
   assert not cpu_devices.split_for([64])  # the first count stands
 
 
-def test_the_diffusion_mnist_recipes_split_and_the_others_do_not():
+def test_the_diffusion_mnist_and_baby_lm_recipes_split_and_the_others_do_not():
   for path, want in [('configs/diffusion/mnist.py', 0), ('configs/diffusion/mnist_fid.py', 0),
-                     ('configs/gan/mnist.py', 1), ('configs/lm/shakespeare_char.py', 1)]:
+                     ('configs/lm/shakespeare_char.py', 0), ('configs/gan/mnist.py', 1),
+                     ('configs/diffusion/dit_mnist.py', 1), ('configs/lm/pydoc_char.py', 1)]:
     assert load_config(os.path.join(REPO, path), None).parallel.cpu_devices == want, path
 
 
@@ -140,3 +141,4 @@ def test_split_inference_gives_the_one_device_results(tmp_path):
   np.testing.assert_allclose(got[2]['pool'], got[1]['pool'], rtol=1e-4, atol=1e-4)
   assert got[2]['samples'].shape == (6, 8, 8, 1)
   np.testing.assert_allclose(got[2]['samples'], got[1]['samples'], atol=1e-4)
+  np.testing.assert_allclose(got[2]['lm_loss'], got[1]['lm_loss'], rtol=1e-5)
