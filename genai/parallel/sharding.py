@@ -130,10 +130,14 @@ def local_split(batch: int) -> tuple[NamedSharding, NamedSharding] | None:
 
 
 def split_local_batch(batch: Any) -> Any:
-  """A host batch (leaves with a leading batch axis) placed split over this process's
-  devices, as `local_split` allows; else unchanged. A jitted reduction over it (an
-  evaluation loss) then runs on every core of a split CPU host, with one all-reduce,
-  instead of replicated on each device."""
+  """On a CPU host split into devices (genai/parallel/cpu_devices.py), a host batch
+  (leaves with a leading batch axis) placed split over them, as `local_split` allows;
+  else unchanged. A jitted reduction over it (an evaluation loss) then runs on every core,
+  with one all-reduce, instead of replicated on each device. GPUs and TPUs keep the batch
+  as it is: their training mesh may order the devices otherwise (`jax.make_mesh`), and a
+  jitted call needs one device order for all its arguments."""
   leaves = jax.tree.leaves(batch)
-  split = local_split(int(np.shape(leaves[0])[0])) if leaves else None
+  if not leaves or jax.local_devices()[0].platform != 'cpu':
+    return batch
+  split = local_split(int(np.shape(leaves[0])[0]))
   return batch if split is None else jax.device_put(batch, split[0])
