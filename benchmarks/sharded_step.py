@@ -33,13 +33,13 @@ class ShardedStep:
                                           np.int32(first_step))
     return metrics
 
-  def run(self, calls: int, first_call: int = 0) -> Any:
+  def run(self, calls: int) -> Any:
     """`calls` calls, as the loop runs them: call c's metrics are awaited after call c+1 is
     dispatched, so at most two calls are in flight (a deeper queue of calls with an
     all-reduce deadlocks XLA:CPU on a host split into devices: docs/parallel.md).
     Returns the last call's metrics, the state ready."""
     previous = None
-    for c in range(first_call, first_call + calls):
+    for c in range(calls):
       metrics = self.call(c, c * self.steps_per_call)
       if previous is not None:
         jax.block_until_ready(previous)
