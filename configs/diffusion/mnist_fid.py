@@ -1,7 +1,10 @@
 """Diffusion on MNIST for the FID budget (issue 26): at most 90 minutes of training on a
-2-core CPU, both cores: the command splits the host into two CPU devices, each taking half
-of every batch (parallel.cpu_devices, genai/parallel/cpu_devices.py; 52,000 steps took 83.7
-training minutes at ~93 ms/step, where one device over both cores takes 130-150).
+2-core CPU, both cores. The recorded run split the host into two CPU devices, each taking
+half of every batch (52,000 steps took 83.7 training minutes at ~93 ms/step, where one
+device over both cores then took 130-150). Since session 14 the command runs on one device
+with its convolutions on XLA's Eigen kernels instead of YNNPACK's, faster still (300 steps
+and an evaluation of configs/diffusion/mnist.py: 33.2 s against 39.2 split;
+genai/parallel/cpu_devices.py).
 
 The recipe, chosen by the pilots recorded in docs/image_models.md ("FID within a CPU
 budget"): the CPU-sized UNet of configs/diffusion/mnist.py (2x2 space-to-depth stem, 32/64

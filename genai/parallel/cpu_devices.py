@@ -1,15 +1,15 @@
-"""On a CPU-only host, one XLA device per core, so data parallelism uses every core.
+"""On a CPU-only host: how many XLA devices, and which convolution kernels.
 
-XLA:CPU runs one program on one device with a thread pool, and the small convolutions of
-the diffusion UNet keep few of its threads busy: on a 2-core AMD EPYC VM its train step
-(configs/diffusion/mnist.py, batch 64) took 130 ms on one device with both cores and 90 ms
-on two devices with half the batch each. The loop already splits the global batch over the
-mesh's data axis (genai/parallel/mesh.py), so splitting the host is all it takes; the math
-is the same global-batch step (BatchNorm syncs over the whole batch unless
-train.per_device is set). The baby char LM's command took 46.8-50.3 s split against
-54.0-56.9 as one device, its evaluation losses split too (sharding.split_local_batch). It
-does not pay everywhere: the DCGAN step (batch 64) took 29 ms split against 20.5 on one
-device, and the MNIST DiT's command gained nothing (docs/parallel.md).
+XLA:CPU runs one program on one device with a thread pool. Splitting the host into one
+device per core lets data parallelism use every core where one program keeps few threads
+busy. The loop already splits the global batch over the mesh's data axis
+(genai/parallel/mesh.py), so splitting the host is all it takes; the math is the same
+global-batch step (BatchNorm syncs over the whole batch unless train.per_device is set).
+It pays for the baby char LM: its command took 46.8-50.3 s split against 54.0-56.9 as one
+device, its evaluation losses split too (sharding.split_local_batch). The convolutional
+recipes run on one device instead, their convolutions on Eigen's thread pool (below): the
+diffusion MNIST recipe's 300 steps and evaluation took 33.2 s against 39.2 split with
+YNNPACK's convolutions, the DCGAN step 15.7 against 29 ms split (docs/parallel.md).
 
 The device count is XLA's `--xla_force_host_platform_device_count`, which must be in
 XLA_FLAGS before JAX starts its CPU backend, so a command sets it first thing
@@ -26,10 +26,22 @@ Auto leaves JAX's default where the user chose for themselves: a mesh with expli
 sizes or `parallel.num_devices`, or a multi-process run; no setting overrides XLA_FLAGS
 that already set the count, or a JAX whose backends already started. On GPU/TPU hosts the
 flag only shapes the CPU client, which those runs do not train on. Inference with no
-collectives (Inception features, diffusion sampling chains) splits its batches over the
-devices through genai/parallel/sharding.local_split; `python -m genai.evaluation.fid`
-splits the host for it. `benchmarks/conv_step_speed.py`, `lm_step_speed.py` and
-`inception_speed.py` time both layouts (`--cpu_devices`).
+collectives (Inception features, diffusion sampling chains) splits its batches over
+whatever devices there are (genai/parallel/sharding.local_split); `python -m
+genai.evaluation.fid` and the sampling commands lay the host out with `split_for` (one
+device with Eigen convolutions, where available). `benchmarks/conv_step_speed.py`,
+`lm_step_speed.py` and `inception_speed.py` time both layouts (`--cpu_devices`).
+
+Convolutions: jaxlib 0.10 hands each convolution to YNNPACK (XNNPACK's successor), which
+runs it on one thread; XLA's Eigen convolution uses the device's whole thread pool. So
+where a device has more than one core, `conv_kernels` takes convolutions off YNNPACK
+(`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`, the rest of YNNPACK's
+fusions kept). On the 2-core AMD EPYC VM, one device: a 3x3 convolution's forward and
+backward (batch 64, 28x28, 64 -> 64) 42 ms against 77, the DCGAN step 15.7 ms against
+19.7, the UNet step 84-90 against 121-139, FID Inception 28.1 images/s against 10.6. Where each device has one core (a split host) YNNPACK stays: Eigen's convolutions
+made the split UNet step slower (112-120 ms against 85). Only set on the jaxlib versions
+it was measured on (0.10.x: an unknown flag in XLA_FLAGS aborts XLA) and never over the
+user's own setting of that flag.
 
 A known failure: a deep queue of calls with an all-reduce deadlocks XLA:CPU on a split
 host. One device's share of the all-reduce waits for the other's and XLA aborts the
@@ -49,6 +61,8 @@ from typing import Any, Iterable
 from genai.parallel import distributed
 
 FLAG = '--xla_force_host_platform_device_count'
+YNN_FLAG = '--xla_cpu_experimental_ynn_fusion_type'
+CONV_OFF_YNN = f'{YNN_FLAG}=-individual_convolution'
 MAX_AUTO = 8  # one replica of params and optimizer state per device: bound the copies
 
 
@@ -94,11 +108,42 @@ def set_count(n: int) -> bool:
   return True
 
 
+def _jaxlib_has_ynn_flag() -> bool:
+  """Whether the installed jaxlib is one `CONV_OFF_YNN` was measured on (0.10.x), read from
+  its metadata (no import)."""
+  from importlib import metadata  # pylint: disable=g-import-not-at-top
+  try:
+    return metadata.version('jaxlib').startswith('0.10.')
+  except metadata.PackageNotFoundError:
+    return False
+
+
+def conv_kernels(devices: int, cores: int | None = None) -> bool:
+  """Routes XLA:CPU's convolutions to Eigen (multi-threaded) when each of the host's
+  `devices` has more than one of its `cores` (module doc); True when it set the flag.
+  Leaves alone XLA_FLAGS that already name the YNN fusion types, a started JAX, and
+  jaxlib versions it was not measured on."""
+  per_device = (cores if cores is not None else usable_cores()) // max(1, devices)
+  if (per_device < 2 or YNN_FLAG in os.environ.get('XLA_FLAGS', '')
+      or _backends_started() or not _jaxlib_has_ynn_flag()):
+    return False
+  os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {CONV_OFF_YNN}').strip()
+  return True
+
+
 def split_for(batch_sizes: Iterable[int], n: int = 0) -> bool:
-  """Splits the host for inference on `batch_sizes` (Inception features, sampling chains):
-  `n` devices, or with n=0 one per core that divides every batch size (`auto_count`).
-  Call it before JAX starts; returns what `set_count` does."""
-  return set_count(n or auto_count(batch_sizes))
+  """Lays the host out for convolutional inference on `batch_sizes` (Inception features,
+  sampling chains) and picks its convolution kernels (`conv_kernels`). `n` devices if
+  given. Auto (n=0): one device with Eigen's multi-threaded convolutions where
+  `conv_kernels` can choose them (FID Inception on the 2-core AMD EPYC VM: 28.1 images/s
+  on one device, 27.0 split with Eigen, 16.4 split with YNNPACK, 10.6 on one device with
+  YNNPACK), else one device per core that divides every batch size (`auto_count`). Call
+  it before JAX starts; returns what `set_count` does."""
+  if not n and _jaxlib_has_ynn_flag() and YNN_FLAG not in os.environ.get('XLA_FLAGS', ''):
+    n = 1
+  split = set_count(n or auto_count(batch_sizes))
+  conv_kernels(current_flag() or 1)
+  return split
 
 
 def _user_chose_devices(pc: Any) -> bool:
@@ -112,8 +157,15 @@ def _user_chose_devices(pc: Any) -> bool:
 
 
 def configure(config: Any) -> int | None:
-  """Sets the host's CPU device count from `config.parallel.cpu_devices` (module doc) before
-  JAX starts; returns the count set, or None when it left JAX's default."""
+  """Sets the host's CPU device count from `config.parallel.cpu_devices` (module doc) and
+  the convolution kernels for it (`conv_kernels`) before JAX starts; returns the count
+  set, or None when it left JAX's default."""
+  n = _configure_count(config)
+  conv_kernels(current_flag() or 1)
+  return n
+
+
+def _configure_count(config: Any) -> int | None:
   pc = config.get('parallel') or {}
   wanted = int(pc.get('cpu_devices', 1))
   if wanted < 0:
