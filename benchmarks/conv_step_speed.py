@@ -12,9 +12,10 @@ configs). The PyTorch side is benchmarks/torch_reference_conv.py: the same model
 NCHW. Both train on the same real MNIST
 batches. After a warm-up, the rounds alternate (genai UNet, torch UNet, genai DCGAN, torch
 DCGAN, ...) so every side sees the same load; each round times --steps steps. genai's
-step runs as a command trains it: on the CPU devices the host is split into, one per core
-(`--cpu_devices`, genai/parallel/cpu_devices.py), the batch split between them; with more
-than one device it is also timed on one of them (plain JAX's layout). torch gets
+step runs as the commands train it: by default on one device, its convolutions on XLA's
+Eigen kernels (genai/parallel/cpu_devices.py: split_for, conv_kernels); `--cpu_devices=N`
+splits the host into N devices, the batch split between them (YNNPACK's convolutions
+where each device has one core), and also times the step on one of them. torch gets
 as many threads as this process may run on (its CPU affinity mask), the number XLA's CPU
 client sizes its thread pool by. Reports best and median ms/step and the torch/genai ratio
 of the medians per model, and writes the result file (benchmarks/results.py).
@@ -59,14 +60,18 @@ _SWEEP = flags.DEFINE_bool('xla_flag_sweep', False, 'Also rerun this benchmark (
 _PROFILE = flags.DEFINE_bool('profile', True, "Profile one genai UNet call (jax.profiler): XLA:CPU "
                              'thunk time by kind of operation, from the optimized HLO.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many XLA '
-                                    'devices (0 = what a command picks: one per core, '
-                                    'genai/parallel/cpu_devices.py; 1 = plain JAX). With more '
-                                    'than one, genai\'s step is also timed on one of them.')
+                                    'devices (0 = as the conv commands run: one device, its '
+                                    'convolutions on Eigen where jaxlib allows, '
+                                    'genai/parallel/cpu_devices.py). With more than one, '
+                                    'genai\'s step is also timed on one of them.')
 _NOTE = flags.DEFINE_string('machine_note', '', 'A note on the machine\'s state (load, pinning).')
 results_lib.define_flags('conv_step_speed')
 
 # The XLA:CPU settings issue 25 names (all exist in jaxlib 0.10.2: an unknown flag aborts).
-XLA_SWEEP = ('', '--xla_cpu_use_onednn=true', '--xla_cpu_experimental_onednn_custom_call=true',
+# On one device genai already takes convolutions off YNNPACK (genai/parallel/cpu_devices.py:
+# conv_kernels); '+individual_convolution' keeps jaxlib's default, YNNPACK's.
+XLA_SWEEP = ('', f'{cpu_devices.YNN_FLAG}=+individual_convolution', '--xla_cpu_use_onednn=true',
+             '--xla_cpu_experimental_onednn_custom_call=true',
              '--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce',
              '--xla_cpu_use_xnnpack=false',
              '--xla_cpu_experimental_xnn_fusion_type=dot,eltwise,reduce',
@@ -78,8 +83,8 @@ NAMES = {'unet': 'diffusion UNet (configs/diffusion/mnist.py)',
 
 
 def headline(fig: dict) -> dict:
-  parts = [f'{m}: genai {fig.get(f"{m}.as_trained_ms_median", fig[f"{m}.genai_ms_median"])} '
-           f'ms/step' + (f' on {fig[f"{m}.as_trained"]}' if f'{m}.as_trained' in fig else '')
+  parts = [f'{m}: genai {fig[f"{m}.genai_ms_median"]} '
+           f'ms/step' + (f' ({fig[f"{m}.layout"]})' if f'{m}.layout' in fig else '')
            + f', PyTorch eager {fig[f"{m}.torch_ms_median"]} (torch/genai '
            f'{fig[f"{m}.torch_over_genai"]})'
            for m in ('unet', 'dcgan') if f'{m}.genai_ms_median' in fig]
@@ -250,13 +255,24 @@ def profile_call(side, calls: int = 2) -> dict:
                 if f.endswith('.xplane.pb'))
     data = ProfileData.from_file(path)
   kinds: dict[str, float] = {}
+  wall = 0.0
   for plane in data.planes:
     for line in plane.lines:
       for ev in line.events:
         if ev.name in hlo and not ev.name.startswith('computation '):
           kind = _op_kind(hlo, ev.name)
           kinds[kind] = kinds.get(kind, 0.0) + ev.duration_ns / 1e6 / calls
-  return dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+        elif ev.name.startswith('ThunkExecutor::Execute'):
+          wall += ev.duration_ns / 1e6 / calls
+  kinds = dict(sorted(kinds.items(), key=lambda kv: -kv[1]))
+  if wall:
+    # Eigen's convolutions (conv_kernels) run on its pool after their thunk returns: their
+    # time is in the call's wall time, not in any thunk event.
+    kinds[WALL] = wall
+  return kinds
+
+
+WALL = 'wall time of the call (reference)'
 
 
 def xla_flag_sweep(data: str, models) -> list[list]:
@@ -266,6 +282,7 @@ def xla_flag_sweep(data: str, models) -> list[list]:
     with tempfile.TemporaryDirectory() as d:
       cmd = [sys.executable, '-m', 'benchmarks.conv_step_speed', f'--data={data}', '--rounds=2',
              '--warmup=1', f'--models={",".join(models)}', '--noprofile', f'--results_dir={d}',
+             f'--cpu_devices={jax.device_count()}',
              '--result_name=sweep']
       proc = subprocess.run(cmd, env={**os.environ, 'XLA_FLAGS': setting}, capture_output=True,
                             text=True, check=False)
@@ -335,32 +352,34 @@ def main(argv):
     for side in ('genai', 'torch'):
       figures[f'{name}.{side}_ms_best'] = round(min(tt[side]), 1)
       figures[f'{name}.{side}_ms_median'] = round(float(np.median(tt[side])), 1)
-    # torch/genai for the layout the model's config trains with (parallel.cpu_devices: 1 =
-    # one device, else the split host).
-    one = configs[name]['parallel.cpu_devices'] == 1 and tt['one_device']
-    trained = 'one_device' if one else 'genai'
-    figures[f'{name}.as_trained'] = 'one device' if one else f'{jax.device_count()} CPU devices'
-    figures[f'{name}.as_trained_ms_median'] = round(float(np.median(tt[trained])), 1)
+    # torch/genai for the layout timed: one device (as the conv commands train, with Eigen's
+    # convolutions) or the split host (--cpu_devices=N, YNNPACK's).
+    conv = ('Eigen' if cpu_devices.CONV_OFF_YNN in os.environ.get('XLA_FLAGS', '')
+            else 'YNNPACK')
+    figures[f'{name}.layout'] = (('one device' if jax.device_count() == 1
+                                  else f'{jax.device_count()} CPU devices')
+                                 + f', {conv} convolutions')
     figures[f'{name}.torch_over_genai'] = round(figures[f'{name}.torch_ms_median']
-                                                / figures[f'{name}.as_trained_ms_median'], 2)
-    per_round = [b / a for a, b in zip(tt[trained], tt['torch'])]
+                                                / figures[f'{name}.genai_ms_median'], 2)
+    per_round = [b / a for a, b in zip(tt['genai'], tt['torch'])]
     figures[f'{name}.torch_over_genai_rounds'] = ' '.join(f'{x:.2f}' for x in per_round)
     rows.append([NAMES[name], figures[f'{name}.params'], figures[f'{name}.batch_size'],
-                 figures[f'{name}.genai_ms_median'], figures.get(f'{name}.one_device_ms_median', '-'),
-                 figures[f'{name}.torch_ms_median'], figures[f'{name}.as_trained'],
-                 figures[f'{name}.torch_over_genai']])
-  devices = figures['cpu_devices']
+                 figures[f'{name}.layout'], figures[f'{name}.genai_ms_median'],
+                 figures.get(f'{name}.one_device_ms_median', '-'),
+                 figures[f'{name}.torch_ms_median'], figures[f'{name}.torch_over_genai']])
   tables = [{'title': 'median ms per train step, interleaved rounds in one process',
-             'columns': ['model', 'params', 'batch', f'genai ({devices} CPU devices)',
-                         'genai (one device)', 'PyTorch eager', 'as its config trains',
-                         'torch/genai (as trained)'],
+             'columns': ['model', 'params', 'batch', 'genai layout', 'genai',
+                         'genai on one device of the split host', 'PyTorch eager',
+                         'torch/genai'],
              'rows': rows}]
   if _PROFILE.value and 'unet' in sides:
     kinds = profile_call(sides['unet'][0])
     k = figures['unet.steps_per_call']
-    total = sum(kinds.values())
+    total = kinds.get(WALL) or sum(kinds.values())
     tables.append({'title': f'where a genai UNet step goes: XLA:CPU thunk time per step '
-                            f'(one traced call of {k} steps / {k}; threads summed)',
+                            f'(one traced call of {k} steps / {k}; threads summed; Eigen\'s '
+                            'convolutions run outside the thunk events, so with them the '
+                            'rows leave part of the wall time unattributed)',
                    'columns': ['kind', 'ms per step', 'share'],
                    'rows': [[kind, round(ms / k, 1), f'{ms / total:.0%}']
                             for kind, ms in kinds.items()]})

@@ -11,14 +11,16 @@ timed in alternating rounds, so both see the same machine load. Prints JSON
 lines, then a summary (best round per setting), and writes the result file
 (benchmarks/results.py). Needs the weights: `python -m genai.evaluation.inception_weights`.
 
-The host is split into CPU devices as `python -m genai.evaluation.fid` splits it (one per
-core, `--cpu_devices`; genai/parallel/cpu_devices.py), so `jax_b*` is the extractor as the
-FID command runs it, each batch split between the devices; with more than one device
-`jax_one_device_b*` times it on one of them (plain JAX's layout) in the same rounds.
+The host is laid out as `python -m genai.evaluation.fid` lays it out
+(genai/parallel/cpu_devices.py: split_for; by default one device, its convolutions on
+XLA's Eigen kernels), so `jax_b*` is the extractor as the FID command runs it.
+`--cpu_devices=N` splits the host into N devices, each batch split between them; with
+more than one device `jax_one_device_b*` times it on one of them in the same rounds.
 """
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 
@@ -44,7 +46,8 @@ _TORCH = flags.DEFINE_bool('torch', True,
                            'Also time the TorchScript reference if torch is '
                            'installed and default_1.pt is cached.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many '
-                                    'devices (0 = what the FID command picks; 1 = plain JAX).')
+                                    'devices (0 = what the FID command picks: one device with Eigen '
+                                    'convolutions where jaxlib allows).')
 results_lib.define_flags('inception_speed')
 
 
@@ -54,7 +57,8 @@ def headline(fig: dict) -> dict:
   return {'speed': ', '.join(f'{"JAX" if impl == "jax" else "PyTorch"} {v} images/s (batch {b})'
                              for impl, b, v in rates) + f' on {fig["input"]} images'
           + (f'; JAX split over {fig["cpu_devices"]} CPU devices' if fig.get('cpu_devices', 1) > 1
-             else '')}
+             else '; JAX on one device')
+          + ('' if fig.get('conv_kernels', 'eigen') == 'eigen' else ', YNNPACK convolutions')}
 
 
 def _images(n: int) -> np.ndarray:
@@ -132,7 +136,9 @@ def main(argv):
     for name, run in runners.items():
       results[name].append(_time(run, images))
   summary = {'input': '28x28x1 uint8', 'num_images': len(images),
-             'weights_hash': digest[:16], 'cpu_devices': jax.device_count()}
+             'weights_hash': digest[:16], 'cpu_devices': jax.device_count(),
+             'conv_kernels': ('eigen' if cpu_devices.CONV_OFF_YNN in os.environ.get('XLA_FLAGS', '')
+                              else 'ynnpack')}
   for name, ips in results.items():
     print(json.dumps({'impl': name, 'images_per_s_each_round':
                       [round(v, 2) for v in ips]}))

@@ -236,14 +236,15 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      f'--config configs/diffusion/mnist.py:path={MNIST}',
      'diffusion UNet train step and forward, 5 timed steps', 1, (MNIST,)),
     ('conv_step_speed', _IMAGE, 'python -m benchmarks.conv_step_speed --xla_flag_sweep '
-     f'--data {MNIST}', 'issue 25: the UNet and DCGAN train steps vs PyTorch eager, '
-     'interleaved in one process, 5 rounds x 8 steps; a profile of the UNet step; 9 XLA:CPU '
-     'settings, 2 rounds each', 15, (MNIST, 'module:torch')),
-    ('conv_step_speed_split', _IMAGE, 'python -m benchmarks.conv_step_speed --result_name '
-     f'conv_step_speed_split --profile=false --data {MNIST}', 'issue 25: the UNet and DCGAN '
-     'train steps on the host split into one CPU device per core (as the commands train), on '
-     'one of its devices, and PyTorch eager, interleaved in one process, 5 rounds x 8 steps',
-     6, (MNIST, 'module:torch')),
+     f'--data {MNIST}', 'issue 25: the UNet and DCGAN train steps as the commands train them '
+     "(one device, convolutions on XLA's Eigen kernels) vs PyTorch eager, interleaved in one "
+     'process, 5 rounds x 8 steps; a profile of the UNet step; 10 XLA:CPU settings, 2 rounds '
+     'each', 15, (MNIST, 'module:torch')),
+    ('conv_step_speed_split', _IMAGE, 'python -m benchmarks.conv_step_speed --cpu_devices=2 '
+     f'--result_name conv_step_speed_split --profile=false --data {MNIST}', 'issue 25: the '
+     'UNet and DCGAN train steps on the host split into one CPU device per core (YNNPACK '
+     'convolutions), on one of its devices, and PyTorch eager, interleaved in one process, '
+     '5 rounds x 8 steps', 6, (MNIST, 'module:torch')),
     ('inception_speed', _EVAL, 'python -m benchmarks.inception_speed --batch_sizes=50 '
      '--num_images=100 --rounds=2', 'FID InceptionV3 images/s vs PyTorch, 2 rounds x 100 '
      'images', 1),
