@@ -253,7 +253,7 @@ def main(argv):
     train(f)
     if not f.num_samples:
       return
-  # Sampling and Inception split their batches over one CPU device per core.
+  # Sampling and Inception: the host laid out for convolutional inference (split_for).
   cpu_devices.split_for([f.batch_size, 100])
   log_path = f.train_log or os.path.join(f.workdir, 'train.log')
   seconds = train_seconds_by_step(open(log_path)) if os.path.exists(log_path) else {}

@@ -180,7 +180,7 @@ def define_flags() -> None:
 
 def _sample_from_flags(f) -> None:
   out = f.out or paths.join(f.workdir, 'cli')
-  # The chains of a batch split over one CPU device per core (genai/parallel/cpu_devices.py).
+  # The host laid out for convolutional inference (genai/parallel/cpu_devices.py: split_for).
   cpu_devices.split_for([min(f.batch_size, f.num_images)])
   t0 = time.perf_counter()
   _, png, npz = sample(f.workdir, num_images=f.num_images, out=out, sampler=f.sampler,

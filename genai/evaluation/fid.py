@@ -168,7 +168,7 @@ def main(argv):
     raise app.UsageError('--samples and --ref are required, e.g. --samples s.npz --ref '
                          'mnist:test --data_path ../shared/data/mnist')
   log = lambda s: print(s, file=sys.stderr)
-  # Inception's batches split over one CPU device per core (genai/parallel/cpu_devices.py).
+  # The host laid out for convolutional inference (genai/parallel/cpu_devices.py: split_for).
   cpu_devices.split_for([f.batch_size])
   ref = ref_lib.parse_dataset_spec(f.ref, f.data_path or None, f.ref_image_size)
   if not os.path.exists(f.samples) and ':' in f.samples:  # A dataset: real-vs-real floors.
