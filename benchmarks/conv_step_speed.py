@@ -354,11 +354,9 @@ def main(argv):
       figures[f'{name}.{side}_ms_median'] = round(float(np.median(tt[side])), 1)
     # torch/genai for the layout timed: one device (as the conv commands train, with Eigen's
     # convolutions) or the split host (--cpu_devices=N, YNNPACK's).
-    conv = ('Eigen' if cpu_devices.CONV_OFF_YNN in os.environ.get('XLA_FLAGS', '')
-            else 'YNNPACK')
     figures[f'{name}.layout'] = (('one device' if jax.device_count() == 1
                                   else f'{jax.device_count()} CPU devices')
-                                 + f', {conv} convolutions')
+                                 + f', {cpu_devices.conv_kernel_name()} convolutions')
     figures[f'{name}.torch_over_genai'] = round(figures[f'{name}.torch_ms_median']
                                                 / figures[f'{name}.genai_ms_median'], 2)
     per_round = [b / a for a, b in zip(tt['genai'], tt['torch'])]

@@ -20,7 +20,6 @@ more than one device `jax_one_device_b*` times it on one of them in the same rou
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 
@@ -46,8 +45,8 @@ _TORCH = flags.DEFINE_bool('torch', True,
                            'Also time the TorchScript reference if torch is '
                            'installed and default_1.pt is cached.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 0, 'Split the CPU host into this many '
-                                    'devices (0 = what the FID command picks: one device with Eigen '
-                                    'convolutions where jaxlib allows).')
+                                    'devices (0 = what the FID command picks: one device with '
+                                    'Eigen convolutions where jaxlib allows).')
 results_lib.define_flags('inception_speed')
 
 
@@ -58,7 +57,8 @@ def headline(fig: dict) -> dict:
                              for impl, b, v in rates) + f' on {fig["input"]} images'
           + (f'; JAX split over {fig["cpu_devices"]} CPU devices' if fig.get('cpu_devices', 1) > 1
              else '; JAX on one device')
-          + ('' if fig.get('conv_kernels', 'eigen') == 'eigen' else ', YNNPACK convolutions')}
+          + (', YNNPACK convolutions' if str(fig.get('conv_kernels', '')).lower() == 'ynnpack'
+             else '')}
 
 
 def _images(n: int) -> np.ndarray:
@@ -137,8 +137,7 @@ def main(argv):
       results[name].append(_time(run, images))
   summary = {'input': '28x28x1 uint8', 'num_images': len(images),
              'weights_hash': digest[:16], 'cpu_devices': jax.device_count(),
-             'conv_kernels': ('eigen' if cpu_devices.CONV_OFF_YNN in os.environ.get('XLA_FLAGS', '')
-                              else 'ynnpack')}
+             'conv_kernels': cpu_devices.conv_kernel_name()}
   for name, ips in results.items():
     print(json.dumps({'impl': name, 'images_per_s_each_round':
                       [round(v, 2) for v in ips]}))

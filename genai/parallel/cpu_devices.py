@@ -38,8 +38,9 @@ where a device has more than one core, `conv_kernels` takes convolutions off YNN
 (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`, the rest of YNNPACK's
 fusions kept). On the 2-core AMD EPYC VM, one device: a 3x3 convolution's forward and
 backward (batch 64, 28x28, 64 -> 64) 42 ms against 77, the DCGAN step 15.7 ms against
-19.7, the UNet step 84-90 against 121-139, FID Inception 28.1 images/s against 10.6. Where each device has one core (a split host) YNNPACK stays: Eigen's convolutions
-made the split UNet step slower (112-120 ms against 85). Only set on the jaxlib versions
+19.7, the UNet step 84-90 against 121-139, FID Inception 28.1 images/s against 10.6.
+Where each device has one core (a split host) YNNPACK stays: Eigen's convolutions made
+the split UNet step slower (112-120 ms against 85). Only set on the jaxlib versions
 it was measured on (0.10.x: an unknown flag in XLA_FLAGS aborts XLA) and never over the
 user's own setting of that flag.
 
@@ -108,7 +109,7 @@ def set_count(n: int) -> bool:
   return True
 
 
-def _jaxlib_has_ynn_flag() -> bool:
+def _jaxlib_measured() -> bool:
   """Whether the installed jaxlib is one `CONV_OFF_YNN` was measured on (0.10.x), read from
   its metadata (no import)."""
   from importlib import metadata  # pylint: disable=g-import-not-at-top
@@ -125,10 +126,15 @@ def conv_kernels(devices: int, cores: int | None = None) -> bool:
   jaxlib versions it was not measured on."""
   per_device = (cores if cores is not None else usable_cores()) // max(1, devices)
   if (per_device < 2 or YNN_FLAG in os.environ.get('XLA_FLAGS', '')
-      or _backends_started() or not _jaxlib_has_ynn_flag()):
+      or _backends_started() or not _jaxlib_measured()):
     return False
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {CONV_OFF_YNN}').strip()
   return True
+
+
+def conv_kernel_name() -> str:
+  """Which kernels this process's convolutions run on: 'Eigen' or 'YNNPACK'."""
+  return 'Eigen' if CONV_OFF_YNN in os.environ.get('XLA_FLAGS', '') else 'YNNPACK'
 
 
 def split_for(batch_sizes: Iterable[int], n: int = 0) -> bool:
@@ -139,7 +145,7 @@ def split_for(batch_sizes: Iterable[int], n: int = 0) -> bool:
   on one device, 27.0 split with Eigen, 16.4 split with YNNPACK, 10.6 on one device with
   YNNPACK), else one device per core that divides every batch size (`auto_count`). Call
   it before JAX starts; returns what `set_count` does."""
-  if not n and _jaxlib_has_ynn_flag() and YNN_FLAG not in os.environ.get('XLA_FLAGS', ''):
+  if not n and _jaxlib_measured() and YNN_FLAG not in os.environ.get('XLA_FLAGS', ''):
     n = 1
   split = set_count(n or auto_count(batch_sizes))
   conv_kernels(current_flag() or 1)

@@ -29,7 +29,7 @@ def fresh_jax(monkeypatch):
   monkeypatch.setenv('XLA_FLAGS', '--xla_backend_optimization_level=0')
   monkeypatch.setattr(cpu_devices, '_backends_started', lambda: False)
   monkeypatch.setattr(cpu_devices, 'usable_cores', lambda: 2)
-  monkeypatch.setattr(cpu_devices, '_jaxlib_has_ynn_flag', lambda: True)
+  monkeypatch.setattr(cpu_devices, '_jaxlib_measured', lambda: True)
 
 
 def _config(**parallel):
@@ -68,7 +68,7 @@ def test_conv_kernels_keep_the_users_setting_and_unmeasured_jaxlibs(fresh_jax, m
   assert not cpu_devices.conv_kernels(1, 2)
   assert os.environ['XLA_FLAGS'] == '--xla_cpu_experimental_ynn_fusion_type=dot'
   monkeypatch.setenv('XLA_FLAGS', '')
-  monkeypatch.setattr(cpu_devices, '_jaxlib_has_ynn_flag', lambda: False)
+  monkeypatch.setattr(cpu_devices, '_jaxlib_measured', lambda: False)
   assert not cpu_devices.conv_kernels(1, 2)
   assert os.environ['XLA_FLAGS'] == ''
 
@@ -76,7 +76,7 @@ def test_conv_kernels_keep_the_users_setting_and_unmeasured_jaxlibs(fresh_jax, m
 def test_the_installed_jaxlib_is_one_the_conv_flag_was_measured_on():
   # If this fails after a jax upgrade, check the flag still exists (an unknown flag
   # aborts XLA) and re-measure (benchmarks/conv_step_speed.py) before widening the check.
-  assert cpu_devices._jaxlib_has_ynn_flag()  # pylint: disable=protected-access
+  assert cpu_devices._jaxlib_measured()  # pylint: disable=protected-access
 
 
 _CONV_CHECK = """
@@ -136,7 +136,7 @@ def test_inference_runs_on_one_device_with_eigen_convolutions(fresh_jax):
 
 
 def test_inference_splits_one_device_per_core_where_eigen_is_not_chosen(fresh_jax, monkeypatch):
-  monkeypatch.setattr(cpu_devices, '_jaxlib_has_ynn_flag', lambda: False)
+  monkeypatch.setattr(cpu_devices, '_jaxlib_measured', lambda: False)
   assert cpu_devices.split_for([64, 100])
   assert cpu_devices.current_flag() == 2
   assert cpu_devices.CONV_OFF_YNN not in os.environ['XLA_FLAGS']
