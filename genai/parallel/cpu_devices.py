@@ -38,7 +38,7 @@ where a device has more than one core, `conv_kernels` takes convolutions off YNN
 (`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`, the rest of YNNPACK's
 fusions kept). On the 2-core AMD EPYC VM, one device: a 3x3 convolution's forward and
 backward (batch 64, 28x28, 64 -> 64) 42 ms against 77, the DCGAN step 15.7 ms against
-19.7, the UNet step 84-90 against 121-139, FID Inception 28.1 images/s against 10.6.
+19.7, the UNet step 84-94 against 121-139, FID Inception 28.1 images/s against 10.6.
 Where each device has one core (a split host) YNNPACK stays: Eigen's convolutions made
 the split UNet step slower (112-120 ms against 85). Only set on the jaxlib versions
 it was measured on (0.10.x: an unknown flag in XLA_FLAGS aborts XLA) and never over the
