@@ -119,14 +119,19 @@ def _jaxlib_measured() -> bool:
     return False
 
 
+def _conv_choice_open() -> bool:
+  """Whether genai may choose the convolution kernels: a jaxlib it was measured on and no
+  YNN fusion types in the user's XLA_FLAGS."""
+  return _jaxlib_measured() and YNN_FLAG not in os.environ.get('XLA_FLAGS', '')
+
+
 def conv_kernels(devices: int, cores: int | None = None) -> bool:
   """Routes XLA:CPU's convolutions to Eigen (multi-threaded) when each of the host's
   `devices` has more than one of its `cores` (module doc); True when it set the flag.
   Leaves alone XLA_FLAGS that already name the YNN fusion types, a started JAX, and
   jaxlib versions it was not measured on."""
   per_device = (cores if cores is not None else usable_cores()) // max(1, devices)
-  if (per_device < 2 or YNN_FLAG in os.environ.get('XLA_FLAGS', '')
-      or _backends_started() or not _jaxlib_measured()):
+  if per_device < 2 or _backends_started() or not _conv_choice_open():
     return False
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + f' {CONV_OFF_YNN}').strip()
   return True
@@ -145,7 +150,7 @@ def split_for(batch_sizes: Iterable[int], n: int = 0) -> bool:
   on one device, 27.0 split with Eigen, 16.4 split with YNNPACK, 10.6 on one device with
   YNNPACK), else one device per core that divides every batch size (`auto_count`). Call
   it before JAX starts; returns what `set_count` does."""
-  if not n and _jaxlib_measured() and YNN_FLAG not in os.environ.get('XLA_FLAGS', ''):
+  if not n and _conv_choice_open():
     n = 1
   split = set_count(n or auto_count(batch_sizes))
   conv_kernels(current_flag() or 1)
