@@ -262,7 +262,8 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
      _fid('fid_diffusion_10k', 'runs/bench/diffusion_mnist_10k/samples.npz'),
      'FID/KID/PR of 2,000 samples of the 10,000-step diffusion model', 4, (MNIST,)),
     ('serve_decode', 'serving', 'python -m benchmarks.serve_decode',
-     'server decode tokens/s over HTTP vs HF generate, 200 tokens, batch 1 and 8', 1,
+     'server decode tokens/s over HTTP vs HF generate, 200 tokens, batch 1 and 8, '
+     'the sides alternating round by round', 1,
      ('module:transformers',)),
     ('serve_load', 'serving', f'python -m benchmarks.serve_load --data {TINY}',
      '32 clients, 320 requests on the Tiny Shakespeare model', 2, (TINY,)),
