@@ -6,8 +6,8 @@ diffusion UNet of configs/diffusion/mnist.py and the DCGAN of configs/gan/mnist.
 
 genai's side is each experiment's own train step (`build_task(config).train_step`: loss,
 gradients, optimizer update, EMA) jitted as the loop runs it (benchmarks/sharded_step.py:
-`loop.make_multi_step`, donated state, `train.steps_per_call` steps per call, 4 in both
-configs). The PyTorch side is benchmarks/torch_reference_conv.py: the same models
+`loop.make_multi_step`, donated state, `train.steps_per_call` steps per call: 20 in a
+rolled scan for the UNet, 4 unrolled for the DCGAN). The PyTorch side is benchmarks/torch_reference_conv.py: the same models
 (parameter counts asserted equal), losses, optimizers and batch sizes, eager, float32,
 NCHW. Both train on the same real MNIST
 batches. After a warm-up, the rounds alternate (genai UNet, torch UNet, genai DCGAN, torch
@@ -49,12 +49,12 @@ from genai.train.optimizers import make_schedule
 
 _DATA = flags.DEFINE_string('data', '../shared/data/mnist', 'Folder of MNIST IDX files.')
 _ROUNDS = flags.DEFINE_integer('rounds', 5, 'Alternating timed rounds per side.')
-_STEPS = flags.DEFINE_integer('steps', 8, 'Train steps per round (a multiple of '
-                              'train.steps_per_call).')
+_STEPS = flags.DEFINE_integer('steps', 40, 'Train steps per round (a multiple of each '
+                              'model\'s train.steps_per_call: the UNet\'s 20, the DCGAN\'s 4).')
 _WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed rounds per side after the compile.')
 _MODELS = flags.DEFINE_list('models', ['unet', 'dcgan'], 'Which steps to time.')
 _STEPS_PER_CALL = flags.DEFINE_integer('steps_per_call', 0, 'Override train.steps_per_call '
-                                       '(0: the configs\' 4).')
+                                       '(0: each config\'s own).')
 _SWEEP = flags.DEFINE_bool('xla_flag_sweep', False, 'Also rerun this benchmark (2 rounds) in a '
                            'subprocess per XLA:CPU setting of XLA_SWEEP and tabulate the ratios.')
 _PROFILE = flags.DEFINE_bool('profile', True, "Profile one genai UNet call (jax.profiler): XLA:CPU "

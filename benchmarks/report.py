@@ -238,7 +238,7 @@ BENCHMARKS = tuple(Benchmark(*row) for row in (
     ('conv_step_speed', _IMAGE, 'python -m benchmarks.conv_step_speed --xla_flag_sweep '
      f'--data {MNIST}', 'issue 25: the UNet and DCGAN train steps as the commands train them '
      "(one device, convolutions on XLA's Eigen kernels) vs PyTorch eager, interleaved in one "
-     'process, 5 rounds x 8 steps; a profile of the UNet step; 10 XLA:CPU settings, 2 rounds '
+     'process, 5 rounds x 40 steps; a profile of the UNet step; 10 XLA:CPU settings, 2 rounds '
      'each', 15, (MNIST, 'module:torch')),
     ('conv_step_speed_split', _IMAGE, 'python -m benchmarks.conv_step_speed --cpu_devices=2 '
      f'--result_name conv_step_speed_split --profile=false --data {MNIST}', 'issue 25: the '

@@ -156,7 +156,10 @@ def build_task(config: ml_collections.ConfigDict, workdir: str) -> loop.Task:
 
   return loop.Task(init_state=init_state, train_step=train_step, train_iter=data.train_iter,
                    evaluate=evaluate, examples_per_step=tc.batch_size,
-                   init_args=init_args)
+                   init_args=init_args,
+                   # A rolled scan: the UNet's convolutions take genai/models/conv_grads.py's
+                   # gradients, which XLA:CPU runs on its fast kernel inside loops too.
+                   unroll_steps=False)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Any:

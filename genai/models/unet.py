@@ -14,16 +14,25 @@ folded into [B, H/p, W/p, p*p*C] before `conv_in` and the output unfolded back, 
 pixel-shuffle super-resolution. The convolutions then run at 1/p^2 of the pixels (about
 p^2 times fewer FLOPs for the same widths), which is what makes a UNet trainable in minutes
 on a CPU (28x28 MNIST with p=2 runs its levels at 14 and 7).
+
+Every convolution is `nn.Conv` with genai/models/conv_grads.py's gradients, which XLA:CPU
+runs on its fast kernel inside a rolled scan of train steps too (the same parameters and
+the same sums as plain `nn.Conv`).
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genai.models import conv_grads
 from genai.models.conditioning import ConditionEmbedding
+
+
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_grads.conv_general_dilated)
 
 
 def _groups(channels: int, num_groups: int) -> int:
@@ -88,14 +97,14 @@ class ResBlock(nn.Module):
   @nn.compact
   def __call__(self, x_BHWC, c_BD, train: bool):
     h = GroupNorm(self.num_groups)(x_BHWC)
-    h = nn.Conv(self.features, (3, 3))(nn.silu(h))
+    h = Conv(self.features, (3, 3))(nn.silu(h))
     h = h + nn.Dense(self.features, name='cond')(nn.silu(c_BD))[:, None, None, :]
     h = GroupNorm(self.num_groups)(h)
     h = nn.Dropout(self.dropout, deterministic=not train)(nn.silu(h))
-    h = nn.Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros, name='conv_out')(h)
+    h = Conv(self.features, (3, 3), kernel_init=nn.initializers.zeros, name='conv_out')(h)
     skip = x_BHWC
     if x_BHWC.shape[-1] != self.features:
-      skip = nn.Conv(self.features, (1, 1), name='skip')(x_BHWC)
+      skip = Conv(self.features, (1, 1), name='skip')(x_BHWC)
     return skip + h
 
 
@@ -159,7 +168,7 @@ class UNet(nn.Module):
     block = lambda f, name: ResBlock(f, self.dropout, self.num_groups, name=name)
     attn = lambda name: AttentionBlock(self.num_heads, self.num_groups, name=name)
 
-    h = nn.Conv(self.features, (3, 3), name='conv_in')(x_BHWC)
+    h = Conv(self.features, (3, 3), name='conv_in')(x_BHWC)
     skips = [h]
     levels = len(self.channel_mults)
     for i, mult in enumerate(self.channel_mults):
@@ -169,7 +178,7 @@ class UNet(nn.Module):
           h = attn(f'down{i}_attn{j}')(h)
         skips.append(h)
       if i < levels - 1:
-        h = nn.Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f'down{i}_downsample')(h)
+        h = Conv(h.shape[-1], (3, 3), strides=(2, 2), name=f'down{i}_downsample')(h)
         skips.append(h)
 
     mid = self.features * self.channel_mults[-1]
@@ -186,10 +195,10 @@ class UNet(nn.Module):
       if i > 0:
         target = skips[-1].shape
         h = upsample2x(h, target[1], target[2])
-        h = nn.Conv(h.shape[-1], (3, 3), name=f'up{i}_upsample')(h)
+        h = Conv(h.shape[-1], (3, 3), name=f'up{i}_upsample')(h)
     assert not skips
 
     h = nn.silu(GroupNorm(self.num_groups)(h))
-    out = nn.Conv(self.out_channels * p * p, (3, 3), kernel_init=nn.initializers.zeros,
+    out = Conv(self.out_channels * p * p, (3, 3), kernel_init=nn.initializers.zeros,
                   name='conv_out')(h)
     return depth_to_space(out, p) if p > 1 else out

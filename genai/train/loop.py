@@ -62,10 +62,12 @@ class Task:
     pretrained weights (passed to the jitted init, never baked in as constants).
   per_device: run `train_step` with pmap semantics (once per batch shard, per-device rng,
     `genai.parallel.per_device.pmean` averaging) through shard_map; see that module.
-  unroll_steps: compile the `steps_per_call` steps of one call as straight-line code
-    (XLA:CPU runs convolutions inside a while loop about 12x slower). Families without
-    convolutions set False: a rolled `lax.scan` compiles the step body once (the baby GPT's
-    8-step call: 4.9 s against 20.3 s) and runs as fast, with bit-identical results.
+  unroll_steps: compile the `steps_per_call` steps of one call as straight-line code.
+    Inside a while loop XLA:CPU runs autodiff's convolution gradients as plain loops
+    (10-35x slower), so families whose models use plain `nn.Conv` keep True. Families
+    without convolutions, or whose convolutions take genai/models/conv_grads.py's
+    gradients (the diffusion UNet), set False: a rolled `lax.scan` compiles the step body
+    once (the baby GPT's 8-step call: 4.9 s against 20.3 s) and runs as fast.
   """
   init_state: Callable[[jax.Array], PyTree]
   train_step: Callable[[PyTree, Any, jax.Array], tuple[PyTree, dict[str, Any]]]
