@@ -19,17 +19,38 @@ transposes back into the convolution):
 The same sums as autodiff's (tests/models/test_conv_grads.py: equal gradients, and only
 canonical convolutions in a rolled scan). Other backends, dilations, feature groups and
 layouts take autodiff's gradients unchanged.
+
+A custom VJP has no forward mode: `jax.jvp`, `jax.jacfwd` or `jax.hessian` through such a
+convolution raise "can't apply forward-mode autodiff (jvp) to a custom_vjp function". Trace
+that code inside `with conv_grads.plain_autodiff():`, which gives every convolution traced
+in it lax's own rules:
+
+  with conv_grads.plain_autodiff():
+    y, dy = jax.jvp(lambda x: model.apply(variables, x, t), (x,), (v,))
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ('NHWC', 'HWIO', 'NHWC')
+_PLAIN = contextvars.ContextVar('genai_conv_grads_plain', default=False)
+
+
+@contextlib.contextmanager
+def plain_autodiff() -> Iterator[None]:
+  """Convolutions traced inside take lax's own autodiff rules (forward mode included)."""
+  token = _PLAIN.set(True)
+  try:
+    yield
+  finally:
+    _PLAIN.reset(token)
 
 
 def _is_nhwc(dimension_numbers, ndim: int) -> bool:
@@ -54,7 +75,7 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
       preferred_element_type=preferred_element_type)
   undilated = all(d == 1 for d in (lhs_dilation or ())) and all(
       d == 1 for d in (rhs_dilation or ()))
-  if (jax.default_backend() != 'cpu' or not undilated or feature_group_count != 1
+  if (_PLAIN.get() or jax.default_backend() != 'cpu' or not undilated or feature_group_count != 1
       or batch_group_count != 1 or not _is_nhwc(dimension_numbers, lhs.ndim)):
     return plain(lhs, rhs)
   strides = tuple(int(s) for s in window_strides)

@@ -89,3 +89,15 @@ def test_rolled_scan_keeps_gradients_canonical():
     return lax.scan(body, (w, w2), None, length=3)[0]
 
   assert _conv_labels(steps, w, x) == {'b01f_01io->b01f'}
+
+
+def test_forward_mode_under_plain_autodiff():
+  x, w, ref, new = _pair((2, 8, 8, 4), (3, 3), (1, 1), 'SAME')
+  with pytest.raises(TypeError, match='forward-mode'):
+    jax.jvp(lambda x: new(x, w), (x,), (x,))
+  with conv_grads.plain_autodiff():
+    got = jax.jvp(lambda x: new(x, w), (x,), (x,))
+  want = jax.jvp(lambda x: ref(x, w), (x,), (x,))
+  for a, b in zip(got, want):
+    np.testing.assert_array_equal(a, b)
+  assert 'custom_vjp' in str(jax.make_jaxpr(jax.grad(lambda x: new(x, w).sum()))(x))
