@@ -7,9 +7,9 @@ diffusion UNet of configs/diffusion/mnist.py and the DCGAN of configs/gan/mnist.
 genai's side is each experiment's own train step (`build_task(config).train_step`: loss,
 gradients, optimizer update, EMA) jitted as the loop runs it (benchmarks/sharded_step.py:
 `loop.make_multi_step`, donated state, `train.steps_per_call` steps per call: 20 in a
-rolled scan for the UNet, 4 unrolled for the DCGAN). The PyTorch side is benchmarks/torch_reference_conv.py: the same models
-(parameter counts asserted equal), losses, optimizers and batch sizes, eager, float32,
-NCHW. Both train on the same real MNIST
+rolled scan for the UNet, 4 unrolled for the DCGAN). The PyTorch side is
+benchmarks/torch_reference_conv.py: the same models (parameter counts asserted equal),
+losses, optimizers and batch sizes, eager, float32, NCHW. Both train on the same real MNIST
 batches. After a warm-up, the rounds alternate (genai UNet, torch UNet, genai DCGAN, torch
 DCGAN, ...) so every side sees the same load; each round times --steps steps. genai's
 step runs as the commands train it: by default on one device, its convolutions on XLA's

@@ -75,8 +75,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding: Any,
       preferred_element_type=preferred_element_type)
   undilated = all(d == 1 for d in (lhs_dilation or ())) and all(
       d == 1 for d in (rhs_dilation or ()))
-  if (_PLAIN.get() or jax.default_backend() != 'cpu' or not undilated or feature_group_count != 1
-      or batch_group_count != 1 or not _is_nhwc(dimension_numbers, lhs.ndim)):
+  if (_PLAIN.get() or jax.default_backend() != 'cpu' or not undilated
+      or feature_group_count != 1 or batch_group_count != 1
+      or not _is_nhwc(dimension_numbers, lhs.ndim)):
     return plain(lhs, rhs)
   strides = tuple(int(s) for s in window_strides)
   pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
