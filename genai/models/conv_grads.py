@@ -53,6 +53,11 @@ def plain_autodiff() -> Iterator[None]:
     _PLAIN.reset(token)
 
 
+def plain_autodiff_enabled() -> bool:
+  """Whether code traced now is inside `plain_autodiff()`."""
+  return _PLAIN.get()
+
+
 def _is_nhwc(dimension_numbers, ndim: int) -> bool:
   if ndim != 4:
     return False

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from genai.models import conv_grads
+from genai.models import group_norm
 from genai.models.conditioning import ConditionEmbedding
 
 
@@ -44,26 +45,20 @@ def _groups(channels: int, num_groups: int) -> int:
 
 
 class GroupNorm(nn.Module):
-  """Group normalisation (Wu & He 2018) with per-channel scale and bias.
-
-  Statistics come from per-channel spatial means of x and x^2, averaged within groups: the
-  same result as flax's nn.GroupNorm (tested) but ~4x faster forward and backward on CPU,
-  where GroupNorm otherwise rivals the convolutions in cost.
+  """Group normalisation (Wu & He 2018) with per-channel scale and bias: flax's
+  nn.GroupNorm parameters and values, computed by genai/models/group_norm.py (per-channel
+  sums, and a two-pass hand-written backward: ~4x faster forward and backward on CPU than
+  nn.GroupNorm, where GroupNorm otherwise rivals the convolutions in cost).
   """
   num_groups: int = 8
   epsilon: float = 1e-6
 
   @nn.compact
   def __call__(self, x_BHWC):
-    b, _, _, c = x_BHWC.shape
-    g = _groups(c, self.num_groups)
-    x = x_BHWC.astype(jnp.float32)
-    m1 = jnp.mean(jnp.mean(x, axis=(1, 2)).reshape(b, g, c // g), axis=-1)
-    m2 = jnp.mean(jnp.mean(jnp.square(x), axis=(1, 2)).reshape(b, g, c // g), axis=-1)
-    inv = jax.lax.rsqrt(jnp.maximum(m2 - jnp.square(m1), 0.0) + self.epsilon)   # [B, G]
-    scale = self.param('scale', nn.initializers.ones, (c,)) * jnp.repeat(inv, c // g, -1)
-    shift = self.param('bias', nn.initializers.zeros, (c,)) - jnp.repeat(m1, c // g, -1) * scale
-    return (x * scale[:, None, None, :] + shift[:, None, None, :]).astype(x_BHWC.dtype)
+    c = x_BHWC.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,))
+    bias = self.param('bias', nn.initializers.zeros, (c,))
+    return group_norm.group_norm(x_BHWC, scale, bias, _groups(c, self.num_groups), self.epsilon)
 
 
 def space_to_depth(x_BHWC, p: int):

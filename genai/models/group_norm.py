@@ -1,0 +1,100 @@
+"""Group normalisation (Wu & He 2018) as one function with a hand-written gradient.
+
+  y = group_norm(x_BHWC, scale_C, bias_C, num_groups, epsilon)
+
+Statistics per (image, group) come from per-channel spatial sums of x and x^2; the
+output is x * a[b, c] + s[b, c] with the per-(image, channel) coefficients a, s computed
+once. The backward pass is the textbook one, written as two passes over the activations:
+one reduction (per-channel sums of dy and dy * x) and one elementwise pass
+dx = dy * a[b, c] + x * p[b, c] + q[b, c]. Autodiff of the same forward gives XLA:CPU
+a dozen small coefficient products inside every elementwise loop (recomputed per element,
+through a broadcast it cannot vectorise) and extra passes: a diffusion UNet train step
+spent ~2x PyTorch's GroupNorm time there (benchmarks/conv_step_speed.py).
+
+The same values and gradients as flax's nn.GroupNorm (tests/models/test_group_norm.py).
+Like genai/models/conv_grads.py it is a custom VJP, so forward-mode autodiff (jax.jvp,
+jax.jacfwd) needs `with conv_grads.plain_autodiff():`, which gives plain autodiff here too.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from genai.models import conv_grads
+
+
+def _stats(x, groups: int, epsilon: float):
+  """mean and 1/std per (image, group) of x [B, H, W, C], from per-channel sums."""
+  b, h, w, c = x.shape
+  n = h * w * (c // groups)
+  s1 = jnp.sum(x, axis=(1, 2)).reshape(b, groups, c // groups).sum(-1)
+  s2 = jnp.sum(jnp.square(x), axis=(1, 2)).reshape(b, groups, c // groups).sum(-1)
+  mean = s1 / n
+  inv = lax.rsqrt(jnp.maximum(s2 / n - jnp.square(mean), 0.0) + epsilon)
+  return mean, inv                                                     # [B, G] each
+
+
+def _per_channel(v_BG, c: int):
+  """[B, G] -> [B, 1, 1, C], each group's value repeated over its channels, materialised
+  (the barrier keeps XLA from recomputing it inside the elementwise loop that uses it)."""
+  b, g = v_BG.shape
+  return lax.optimization_barrier(jnp.repeat(v_BG, c // g, axis=-1)).reshape(b, 1, 1, c)
+
+
+def _forward(x, scale, bias, groups, epsilon):
+  mean, inv = _stats(x, groups, epsilon)
+  c = x.shape[-1]
+  a = _per_channel(inv, c) * scale                                     # [B, 1, 1, C]
+  s = bias - _per_channel(mean, c) * a
+  a, s = lax.optimization_barrier((a, s))
+  return x * a + s, (mean, inv, a)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _group_norm(x, scale, bias, groups, epsilon):
+  return _forward(x, scale, bias, groups, epsilon)[0]
+
+
+def _group_norm_fwd(x, scale, bias, groups, epsilon):
+  y, (mean, inv, a) = _forward(x, scale, bias, groups, epsilon)
+  return y, (x, scale, mean, inv, a)
+
+
+def _group_norm_bwd(groups, epsilon, res, dy):
+  del epsilon
+  x, scale, mean, inv, a = res
+  b, h, w, c = x.shape
+  n = h * w * (c // groups)
+  s_dy = jnp.sum(dy, axis=(1, 2))                                      # [B, C]
+  s_dyx = jnp.sum(dy * x, axis=(1, 2))                                 # [B, C]
+  mean_c = jnp.repeat(mean, c // groups, axis=-1)                      # [B, C]
+  inv_c = jnp.repeat(inv, c // groups, axis=-1)
+  s_dyxhat = inv_c * (s_dyx - mean_c * s_dy)                           # sum dy * xhat
+  d_scale = jnp.sum(s_dyxhat, axis=0)
+  d_bias = jnp.sum(s_dy, axis=0)
+  # With dxhat = dy * scale: dx = inv * (dxhat - D1 / n - xhat * D2 / n), where D1, D2 are
+  # the group sums of dxhat and dxhat * xhat.
+  d1 = (scale * s_dy).reshape(b, groups, c // groups).sum(-1)          # [B, G]
+  d2 = (scale * s_dyxhat).reshape(b, groups, c // groups).sum(-1)
+  p = -jnp.square(inv) * d2 / n                                        # coefficient of x
+  q = -inv * d1 / n - mean * p                                         # constant term
+  p, q = _per_channel(p, c), _per_channel(q, c)
+  dx = dy * a + x * p + q
+  return dx, d_scale, d_bias
+
+
+_group_norm.defvjp(_group_norm_fwd, _group_norm_bwd)
+
+
+def group_norm(x_BHWC, scale_C, bias_C, num_groups: int, epsilon: float = 1e-6):
+  """Group-normalised x_BHWC (computed in float32, returned in x's dtype)."""
+  x = x_BHWC.astype(jnp.float32)
+  scale, bias = scale_C.astype(jnp.float32), bias_C.astype(jnp.float32)
+  if conv_grads.plain_autodiff_enabled():
+    y = _forward(x, scale, bias, num_groups, epsilon)[0]
+  else:
+    y = _group_norm(x, scale, bias, num_groups, epsilon)
+  return y.astype(x_BHWC.dtype)
