@@ -3,13 +3,18 @@
   y = group_norm(x_BHWC, scale_C, bias_C, num_groups, epsilon)
 
 Statistics per (image, group) come from per-channel spatial sums of x and x^2; the
-output is x * a[b, c] + s[b, c] with the per-(image, channel) coefficients a, s computed
-once. The backward pass is the textbook one, written as two passes over the activations:
-one reduction (per-channel sums of dy and dy * x) and one elementwise pass
-dx = dy * a[b, c] + x * p[b, c] + q[b, c]. Autodiff of the same forward gives XLA:CPU
-a dozen small coefficient products inside every elementwise loop (recomputed per element,
-through a broadcast it cannot vectorise) and extra passes: a diffusion UNet train step
-spent ~2x PyTorch's GroupNorm time there (benchmarks/conv_step_speed.py).
+output is x * a[b, c] + s[b, c], the per-(image, channel) coefficients a, s computed once
+as [B, C] arrays (a small dot spreads each group's value over its channels). The backward
+pass is the textbook one, written as two passes over the activations: one reduction
+(per-channel sums of dy and dy * x) and one elementwise pass
+dx = dy * a[b, c] + x * p[b, c] + q[b, c].
+
+Autodiff of the same forward (a repeat of [B, G] values to [B, C]) gave XLA:CPU loop
+fusions that recompute a dozen [B, G] coefficient products for every element, through a
+[B, G, C/G] -> [B, C] reshape it does not vectorise (4-5 ns an element), and duplicate the
+chain into the weight gradient's transposed copy of dy. In the diffusion UNet's rolled
+train step GroupNorm then cost ~6 ms of ~70, against ~2.3 ms for PyTorch's fused kernels
+(docs/image_models.md, benchmarks/conv_step_speed.py).
 
 The same values and gradients as flax's nn.GroupNorm (tests/models/test_group_norm.py).
 Like genai/models/conv_grads.py it is a custom VJP, so forward-mode autodiff (jax.jvp,
@@ -37,19 +42,23 @@ def _stats(x, groups: int, epsilon: float):
   return mean, inv                                                     # [B, G] each
 
 
-def _per_channel(v_BG, c: int):
-  """[B, G] -> [B, 1, 1, C], each group's value repeated over its channels, materialised
-  (the barrier keeps XLA from recomputing it inside the elementwise loop that uses it)."""
+def _expand(v_BG, c: int, factor_C=None):
+  """[B, G] -> [B, 1, 1, C]: each group's value on its channels (times factor_C), as a
+  small dot with a 0/1 matrix. A dot's result is a materialised array that XLA does not
+  fuse into the elementwise loop using it; a broadcast would be recomputed per element of
+  that loop, through a [B, G, C/G] -> [B, C] reshape XLA:CPU does not vectorise."""
   b, g = v_BG.shape
-  return lax.optimization_barrier(jnp.repeat(v_BG, c // g, axis=-1)).reshape(b, 1, 1, c)
+  e = jnp.repeat(jnp.eye(g, dtype=v_BG.dtype), c // g, axis=1)           # [G, C]
+  if factor_C is not None:
+    e = e * factor_C
+  return jnp.dot(v_BG, e, precision=lax.Precision.HIGHEST).reshape(b, 1, 1, c)
 
 
 def _forward(x, scale, bias, groups, epsilon):
   mean, inv = _stats(x, groups, epsilon)
   c = x.shape[-1]
-  a = _per_channel(inv, c) * scale                                     # [B, 1, 1, C]
-  s = bias - _per_channel(mean, c) * a
-  a, s = lax.optimization_barrier((a, s))
+  a = _expand(inv, c, scale)                                           # [B, 1, 1, C]
+  s = _expand(-mean * inv, c, scale) + bias
   return x * a + s, (mean, inv, a)
 
 
@@ -81,7 +90,7 @@ def _group_norm_bwd(groups, epsilon, res, dy):
   d2 = (scale * s_dyxhat).reshape(b, groups, c // groups).sum(-1)
   p = -jnp.square(inv) * d2 / n                                        # coefficient of x
   q = -inv * d1 / n - mean * p                                         # constant term
-  p, q = _per_channel(p, c), _per_channel(q, c)
+  p, q = _expand(p, c), _expand(q, c)
   dx = dy * a + x * p + q
   return dx, d_scale, d_bias
 
