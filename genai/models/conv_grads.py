@@ -45,7 +45,8 @@ _PLAIN = contextvars.ContextVar('genai_conv_grads_plain', default=False)
 
 @contextlib.contextmanager
 def plain_autodiff() -> Iterator[None]:
-  """Convolutions traced inside take lax's own autodiff rules (forward mode included)."""
+  """Convolutions (and genai/models/group_norm.py) traced inside take plain autodiff
+  rules, forward mode included."""
   token = _PLAIN.set(True)
   try:
     yield
