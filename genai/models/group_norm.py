@@ -31,12 +31,18 @@ from jax import lax
 from genai.models import conv_grads
 
 
+def _group_sum(v_BC, groups: int):
+  """[B, C] per-channel values -> [B, G] sums over each group's channels."""
+  b, c = v_BC.shape
+  return v_BC.reshape(b, groups, c // groups).sum(-1)
+
+
 def _stats(x, groups: int, epsilon: float):
   """mean and 1/std per (image, group) of x [B, H, W, C], from per-channel sums."""
-  b, h, w, c = x.shape
+  _, h, w, c = x.shape
   n = h * w * (c // groups)
-  s1 = jnp.sum(x, axis=(1, 2)).reshape(b, groups, c // groups).sum(-1)
-  s2 = jnp.sum(jnp.square(x), axis=(1, 2)).reshape(b, groups, c // groups).sum(-1)
+  s1 = _group_sum(jnp.sum(x, axis=(1, 2)), groups)
+  s2 = _group_sum(jnp.sum(jnp.square(x), axis=(1, 2)), groups)
   mean = s1 / n
   inv = lax.rsqrt(jnp.maximum(s2 / n - jnp.square(mean), 0.0) + epsilon)
   return mean, inv                                                     # [B, G] each
@@ -75,7 +81,7 @@ def _group_norm_fwd(x, scale, bias, groups, epsilon):
 def _group_norm_bwd(groups, epsilon, res, dy):
   del epsilon
   x, scale, mean, inv, a = res
-  b, h, w, c = x.shape
+  _, h, w, c = x.shape
   n = h * w * (c // groups)
   s_dy = jnp.sum(dy, axis=(1, 2))                                      # [B, C]
   s_dyx = jnp.sum(dy * x, axis=(1, 2))                                 # [B, C]
@@ -86,8 +92,8 @@ def _group_norm_bwd(groups, epsilon, res, dy):
   d_bias = jnp.sum(s_dy, axis=0)
   # With dxhat = dy * scale: dx = inv * (dxhat - D1 / n - xhat * D2 / n), where D1, D2 are
   # the group sums of dxhat and dxhat * xhat.
-  d1 = (scale * s_dy).reshape(b, groups, c // groups).sum(-1)          # [B, G]
-  d2 = (scale * s_dyxhat).reshape(b, groups, c // groups).sum(-1)
+  d1 = _group_sum(scale * s_dy, groups)                                # [B, G]
+  d2 = _group_sum(scale * s_dyxhat, groups)
   p = -jnp.square(inv) * d2 / n                                        # coefficient of x
   q = -inv * d1 / n - mean * p                                         # constant term
   p, q = _expand(p, c), _expand(q, c)
